@@ -1,0 +1,34 @@
+# The two commands of the README. Both set up .venv first (idempotent: only when missing or when
+# pyproject.toml changed), following ../shared/INSTALL.md: uv, and the on-disk wheels where present.
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.bml-installed
+FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $(d)),--find-links $(d)))
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: setup run test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@[ -x $(VENV)/bin/python ] || python3 -m uv venv -p python3.11 $(VENV)
+	python3 -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test]'
+	@touch $(STAMP)
+
+# The main job: the whole pipeline on the embedded dataset.
+run: setup
+	snakemake --profile workflow/profiles/default
+
+test: setup
+	pytest
+
+bench: setup
+	python benchmarks/extract_throughput.py
+
+lint: setup
+	ruff check .
+
+clean:
+	rm -rf data .snakemake

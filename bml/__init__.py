@@ -1,0 +1,2 @@
+"""bml: a reproducibility pipeline for balanced multimodal learning."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Data: datasets and feature extraction (frames, spectrograms)."""
