@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.bml-installed
 FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $(d)),--find-links $(d)))
+# The bootstrap python is the one found before .venv/bin goes first on PATH.
+BOOT_PY := PATH="$(PATH)" python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
@@ -12,9 +14,9 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@[ -x $(VENV)/bin/python ] || python3 -m uv venv -p python3.11 $(VENV)
-	python3 -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test]'
+	@$(BOOT_PY) -m uv --version >/dev/null 2>&1 || $(BOOT_PY) -m pip install --quiet uv
+	@[ -x $(VENV)/bin/python ] || $(BOOT_PY) -m uv venv -p python3.11 $(VENV)
+	$(BOOT_PY) -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test]'
 	@touch $(STAMP)
 
 # The main job: the whole pipeline on the embedded dataset.

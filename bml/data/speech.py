@@ -30,8 +30,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-# English accents crossed with voice variants (female f*, male m*, klatt, croak, whisper). Each one was
-# checked to load and to speak every digit audibly; all of them sound different from each other.
+
+# English accents crossed with voice variants (female f*, male m*, klatt, croak). Each one was checked to
+# load, to speak every digit audibly, and to give the same samples whatever was spoken before it in the
+# process. en+f3, en-us+f2, en-029+f5 and en+whisper failed that last check (their flutter and breath
+# noise carry state inside libespeak-ng from one utterance to the next), so they are left out: the
+# dataset must decode identically for the same seed, whatever the number of workers.
 VOICES: tuple[str, ...] = (
     "en",
     "en-us",
@@ -39,16 +43,12 @@ VOICES: tuple[str, ...] = (
     "en-gb-scotland",
     "gmw/en-GB-x-rp",
     "en-gb-x-gbclan+f1",
-    "en+f3",
-    "en-us+f2",
-    "en-029+f5",
     "gmw/en-GB-x-rp+f4",
     "en+m3",
     "en-gb-scotland+m7",
     "en+klatt",
     "en-us+klatt4",
     "en+croak",
-    "en+whisper",
 )
 
 DIGIT_WORDS: tuple[str, ...] = (
