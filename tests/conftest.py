@@ -41,11 +41,11 @@ def tiny_avdigits(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
-    """The pipeline's files (not the package, which is installed) in a fresh folder."""
+    """The pipeline's files in a fresh folder (the package runs from its install; DVC hashes its files)."""
     dest = tmp_path / "project"
     dest.mkdir()
     for name in ["Snakefile", "dvc.yaml", ".gitignore"]:
         shutil.copy(REPO / name, dest / name)
-    for name in ["params", "workflow"]:
+    for name in ["params", "workflow", "bml"]:
         shutil.copytree(REPO / name, dest / name)
     return dest

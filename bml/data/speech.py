@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 # English accents crossed with voice variants (female f*, male m*, klatt, croak). Each one was checked to
 # load, to speak every digit audibly, and to give the same samples whatever was spoken before it in the
 # process. en+f3, en-us+f2, en-029+f5 and en+whisper failed that last check (their flutter and breath
