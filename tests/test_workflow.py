@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, run
 
 TINY = {
