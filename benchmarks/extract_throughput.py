@@ -78,8 +78,10 @@ def main() -> None:
 
         targets = [f"data/avdigits/{stage}/shard{k}" for stage in ("frames", "audio") for k in range(args.shards)]
         t0 = time.perf_counter()
-        subprocess.run(["snakemake", "-s", str(work / "Snakefile"), "--directory", str(work), "--cores",
-                        str(args.cores), "-q", *targets], check=True, env=env, capture_output=True)
+        proc = subprocess.run(["snakemake", "-s", str(work / "Snakefile"), "--directory", str(work), "--cores",
+                               str(args.cores), "--quiet", "all", "--", *targets], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"snakemake failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         t_bml = time.perf_counter() - t0
 
         t0 = time.perf_counter()

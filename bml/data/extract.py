@@ -59,14 +59,24 @@ _AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: ")
 
 def probe(path: str | Path) -> MediaInfo:
     """What streams a media file holds and how long it is; MediaError when ffmpeg cannot read it."""
+    path = _check_exists(path)
+    # Given an input and no output, ffmpeg describes the input on stderr and exits 1: that is expected.
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True).stderr.decode(errors="replace")
+    return describe(path, text)
+
+
+def _check_exists(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
-    # Given an input and no output, ffmpeg describes the input on stderr and exits 1: that is expected.
-    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True).stderr.decode(errors="replace")
+    return path
+
+
+def describe(path: Path, text: str) -> MediaInfo:
+    """Parse the input description that ffmpeg prints on stderr (its log level must be info or higher)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     match = _DURATION.search(text)
     if match is None:
@@ -85,37 +95,44 @@ def probe(path: str | Path) -> MediaInfo:
                      height=int(video.group(2)) if video else None)
 
 
-def _ffmpeg_failure(path: Path, err: ffmpeg.Error) -> MediaError:
-    lines = [ln.strip() for ln in err.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    return MediaError(f"{path}: ffmpeg failed ({lines[-1] if lines else 'no message'})")
+def _run_described(path: Path, stream, needs: str) -> tuple[MediaInfo, str]:
+    """Run one ffmpeg command over `path` and read the input's description from its own stderr, so each
+    clip costs one ffmpeg process per stage rather than a probe plus an extraction."""
+    try:
+        err = stream.global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info").run(
+            cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)[1].decode(errors="replace")
+        failed = None
+    except ffmpeg.Error as error:
+        err, failed = error.stderr.decode(errors="replace"), error
+    info = describe(path, err)
+    if not (info.has_video if needs == "video" else info.has_audio):
+        raise MediaError(f"{path}: no {needs} stream")
+    if info.duration <= 0:
+        raise MediaError(f"{path}: zero duration")
+    if failed is not None:
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        raise MediaError(f"{path}: ffmpeg failed ({lines[-1] if lines else 'no message'})") from failed
+    return info, err
 
 
 def extract_frames(video: str | Path, out_dir: str | Path, fps: float, jpeg_quality: int = 2) -> int:
     """Write the video's frames at `fps` as numbered JPEGs into out_dir; return how many."""
-    video, out_dir = Path(video), Path(out_dir)
-    info = probe(video)
-    if not info.has_video:
-        raise MediaError(f"{video}: no video stream")
-    if info.duration <= 0:
-        raise MediaError(f"{video}: zero duration")
+    video, out_dir = _check_exists(video), Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        (ffmpeg.input(str(video))
-         .filter("fps", fps=fps)
-         .output(str(tmp / "%06d.jpg"), **{"q:v": jpeg_quality, "start_number": 1})
-         .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-         .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as err:
+        stream = (ffmpeg.input(str(video)).filter("fps", fps=fps)
+                  .output(str(tmp / "%06d.jpg"), **{"q:v": jpeg_quality, "start_number": 1}))
+        info, _ = _run_described(video, stream, needs="video")
+        n = len(list(tmp.glob("*.jpg")))
+        expected = fps * info.duration
+        if n == 0 or n < MIN_DECODED_SHARE * expected - 1:
+            raise MediaError(f"{video}: truncated or damaged: decoded {n} frames, the container declares "
+                             f"{info.duration:.2f} s ({expected:.0f} frames at {fps} fps)")
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _ffmpeg_failure(video, err) from err
-    n = len(list(tmp.glob("*.jpg")))
-    expected = fps * info.duration
-    if n == 0 or n < MIN_DECODED_SHARE * expected - 1:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MediaError(f"{video}: truncated or damaged: decoded {n} frames, "
-                         f"the container declares {info.duration:.2f} s ({expected:.0f} frames at {fps} fps)")
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return n
@@ -123,27 +140,20 @@ def extract_frames(video: str | Path, out_dir: str | Path, fps: float, jpeg_qual
 
 def extract_audio(video: str | Path, wav: str | Path, sample_rate: int) -> int:
     """Write the video's audio as mono 16-bit PCM WAV at sample_rate; return the number of samples."""
-    video, wav = Path(video), Path(wav)
-    info = probe(video)
-    if not info.has_audio:
-        raise MediaError(f"{video}: no audio stream")
-    if info.duration <= 0:
-        raise MediaError(f"{video}: zero duration")
+    video, wav = _check_exists(video), Path(wav)
     wav.parent.mkdir(parents=True, exist_ok=True)
     tmp = wav.with_name(wav.name + ".tmp")
     try:
-        (ffmpeg.input(str(video))
-         .output(str(tmp), f="wav", vn=None, ac=1, ar=sample_rate, acodec="pcm_s16le")
-         .global_args("-hide_banner", "-loglevel", "error", "-nostdin", "-y")
-         .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as err:
+        stream = ffmpeg.input(str(video)).output(str(tmp), f="wav", vn=None, ac=1, ar=sample_rate,
+                                                 acodec="pcm_s16le").overwrite_output()
+        info, _ = _run_described(video, stream, needs="audio")
+        n = soundfile.info(str(tmp)).frames
+        if n == 0 or n < MIN_DECODED_SHARE * sample_rate * info.duration - sample_rate * 0.1:
+            raise MediaError(f"{video}: truncated or damaged: decoded {n / sample_rate:.2f} s of audio, "
+                             f"the container declares {info.duration:.2f} s")
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise _ffmpeg_failure(video, err) from err
-    n = soundfile.info(str(tmp)).frames
-    if n == 0 or n < MIN_DECODED_SHARE * sample_rate * info.duration - sample_rate * 0.1:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"{video}: truncated or damaged: decoded {n / sample_rate:.2f} s of audio, "
-                         f"the container declares {info.duration:.2f} s")
+        raise
     tmp.rename(wav)
     return n
 
