@@ -78,8 +78,9 @@ def main() -> None:
 
         targets = [f"data/avdigits/{stage}/shard{k}" for stage in ("frames", "audio") for k in range(args.shards)]
         t0 = time.perf_counter()
-        proc = subprocess.run(["snakemake", "-s", str(work / "Snakefile"), "--directory", str(work), "--cores",
-                               str(args.cores), "--quiet", "all", "--", *targets], env=env, capture_output=True, text=True)
+        command = ["snakemake", "-s", str(work / "Snakefile"), "--directory", str(work),
+                   "--cores", str(args.cores), "--quiet", "all", "--", *targets]
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"snakemake failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         t_bml = time.perf_counter() - t0

@@ -11,7 +11,7 @@ rule generate_avdigits:
         preset=config["avdigits"]["preset"],
         n_clips=config["avdigits"]["n_clips"],
         seed=config["avdigits"]["seed"],
-        out=dataset_dir("raw"),
+        out=parent_of("output", "manifest"),
     threads: config["avdigits"]["workers"]
     log:
         dataset_dir("logs", "generate.log"),
@@ -31,7 +31,7 @@ rule extract_frames:
         fps=config["extract"]["fps"],
         quality=config["extract"]["jpeg_quality"],
         n_shards=config["extract"]["n_shards"],
-        out=dataset_dir("frames"),
+        out=parent_of("output"),
     log:
         dataset_dir("logs", "extract_frames_{shard}.log"),
     benchmark:
@@ -49,7 +49,7 @@ rule extract_audio:
     params:
         sample_rate=config["extract"]["sample_rate"],
         n_shards=config["extract"]["n_shards"],
-        out=dataset_dir("audio"),
+        out=parent_of("output"),
     log:
         dataset_dir("logs", "extract_audio_{shard}.log"),
     benchmark:
@@ -67,8 +67,8 @@ rule spectrograms:
     params:
         preset=config["features"]["audio_preset"],
         n_shards=config["extract"]["n_shards"],
-        audio=dataset_dir("audio"),
-        out=dataset_dir("spectrograms"),
+        audio=parent_of("input"),
+        out=parent_of("output"),
     log:
         dataset_dir("logs", "spectrograms_{shard}.log"),
     shell:
@@ -90,10 +90,10 @@ rule pack:
     params:
         n_frames=config["features"]["n_frames"],
         frame_size=config["features"]["frame_size"],
-        frames=dataset_dir("frames"),
-        audio=dataset_dir("audio"),
-        spectrograms=dataset_dir("spectrograms"),
-        out=dataset_dir("packed"),
+        frames=parent_of("input", "frames"),
+        audio=parent_of("input", "audio"),
+        spectrograms=parent_of("input", "spectrograms"),
+        out=parent_of("output", "skipped"),
     log:
         dataset_dir("logs", "pack.log"),
     shell:
