@@ -7,7 +7,6 @@ FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $
 # The bootstrap python is the one found before .venv/bin goes first on PATH.
 BOOT_PY := PATH="$(PATH)" python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: setup run test bench lint clean
 

@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_generate)
 
-    def sharded(p: argparse.ArgumentParser) -> None:
+    def sharded(p: argparse.ArgumentParser, workers: bool = True) -> None:
         p.add_argument("--n-shards", type=int, default=1)
         p.add_argument("--shard", type=int, default=None, help="one shard (default: all of them)")
-        p.add_argument("--workers", type=int, default=1, help="shards processed at once")
+        if workers:
+            p.add_argument("--workers", type=int, default=1, help="shards processed at once (ffmpeg runs them)")
         p.add_argument("--out", required=True)
 
     p = sub.add_parser("extract-frames", help="video frames as numbered JPEGs, per shard")
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("spectrograms", help="spectrograms of the extracted WAVs under a named preset")
     p.add_argument("--audio", required=True, help="the extract-audio output folder")
     p.add_argument("--preset", required=True)
-    sharded(p)
+    sharded(p, workers=False)  # torch already uses every core for one shard
     p.set_defaults(func=cmd_spectrograms)
 
     p = sub.add_parser("pack", help="one memory-mappable file of features per split")

@@ -179,11 +179,9 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, settings: dict
 
 def make_clip(args: tuple[ClipPlan, int, dict, str]) -> dict:
     """Render and encode one clip; returns its manifest row. Runs in a worker process."""
-    from sklearn.datasets import load_digits
-
     plan, seed, settings, out_dir = args
     rng = np.random.default_rng([seed, 2, plan.index])
-    image = _digit_images(load_digits)[plan.image_index]
+    image = _digit_images()[plan.image_index]
     frames = render_frames(image, plan.n_frames, settings, rng)
     duration = plan.n_frames / settings["fps"]
     audio = render_audio(plan, duration, settings, rng)
@@ -197,10 +195,13 @@ def make_clip(args: tuple[ClipPlan, int, dict, str]) -> dict:
 _IMAGES: np.ndarray | None = None
 
 
-def _digit_images(loader) -> np.ndarray:
+def _digit_images() -> np.ndarray:
+    """sklearn's 1,797 handwritten digits, (1797, 8, 8) with values 0..16, loaded once per process."""
     global _IMAGES
     if _IMAGES is None:
-        _IMAGES = loader().images                                 # (1797, 8, 8), values 0..16
+        from sklearn.datasets import load_digits
+
+        _IMAGES = load_digits().images
     return _IMAGES
 
 
