@@ -1,0 +1,136 @@
+"""Uni-modal encoders: audio (a log-mel spectrogram) and visual (a few RGB frames) to one feature vector.
+
+Two pairs:
+- `ResNet18Audio` / `ResNet18Visual`: the encoders of OGM-GE (Peng et al., "Balanced Multimodal Learning
+  via On-the-fly Gradient Modulation", CVPR 2022) and its public code, used by most BML papers since:
+  a torchvision ResNet-18 trained from scratch; the audio one reads the spectrogram as a 1-channel image,
+  the visual one runs every frame through a 2-D trunk and average-pools the maps over time and space.
+- `SmallAudioCNN` / `SmallVisualCNN`: a CPU-sized pair for the embedded avdigits data (64 x 100
+  spectrograms, (T, 3, 64, 64) frames), as calibrated in ../shared/AVDIGITS.md: widths 8 -> 128,
+  frames pooled to 32 x 32 first, a per-frame CNN averaged over frames.
+
+Every encoder maps a batch to (B, out_dim) and has an attribute `out_dim`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18
+
+
+def _as_image(spec: torch.Tensor) -> torch.Tensor:
+    """A spectrogram batch (B, F, T) or (B, 1, F, T) as a 1-channel image batch (B, 1, F, T)."""
+    if spec.dim() == 3:
+        return spec.unsqueeze(1)
+    if spec.dim() == 4 and spec.shape[1] == 1:
+        return spec
+    raise ValueError(f"expected a spectrogram of shape (B, F, T) or (B, 1, F, T), got {tuple(spec.shape)}")
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.dim() != 5 or frames.shape[2] != 3:
+        raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+
+
+def _resnet18_trunk(in_channels: int) -> nn.Sequential:
+    """torchvision's ResNet-18 from scratch, without avgpool and fc: (N, in_channels, H, W) -> (N, 512, h, w)."""
+    net = resnet18(weights=None)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+
+
+class ResNet18Audio(nn.Module):
+    """ResNet-18 on the spectrogram as a 1-channel image, global average pooled to (B, 512)."""
+
+    out_dim = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = _resnet18_trunk(in_channels=1)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        x = self.trunk(_as_image(spec))  # (B, 512, f, t)
+        return x.mean(dim=(2, 3))  # (B, 512)
+
+
+class ResNet18Visual(nn.Module):
+    """ResNet-18 on each frame, average-pooled over (T, h, w) to (B, 512), as in OGM-GE's code."""
+
+    out_dim = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = _resnet18_trunk(in_channels=3)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        _check_frames(frames)
+        B, T = frames.shape[:2]
+        x = self.trunk(frames.flatten(0, 1))  # (B*T, 512, h, w)
+        x = x.view(B, T, *x.shape[1:])  # (B, T, 512, h, w)
+        return x.mean(dim=(1, 3, 4))  # (B, 512)
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU, then 2x2 max-pool: halves height and width."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True),
+    )
+
+
+def small_cnn(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
+    """A stack of conv blocks, in_channels -> widths[0] -> ... -> widths[-1]."""
+    chans = (in_channels, *widths)
+    return nn.Sequential(*(conv_block(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)))
+
+
+class SmallAudioCNN(nn.Module):
+    """A 2-D CNN on the (64 x 100) spectrogram: widths 8 -> out_dim, global average pooled to (B, out_dim)."""
+
+    def __init__(self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.cnn = small_cnn(1, (*widths, out_dim))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        x = self.cnn(_as_image(spec))  # (B, out_dim, f, t), (2, 4) for 64 x 100
+        return x.mean(dim=(2, 3))  # (B, out_dim)
+
+
+class SmallVisualCNN(nn.Module):
+    """A per-frame 2-D CNN on frames pooled to frame_size x frame_size, averaged over frames to (B, out_dim)."""
+
+    def __init__(self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64), frame_size: int = 32) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.frame_size = frame_size
+        self.cnn = small_cnn(3, (*widths, out_dim))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        _check_frames(frames)
+        B, T = frames.shape[:2]
+        x = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        if x.shape[-2:] != (self.frame_size, self.frame_size):
+            x = F.adaptive_avg_pool2d(x, self.frame_size)  # (B*T, 3, 32, 32)
+        x = self.cnn(x)  # (B*T, out_dim, 1, 1) for 32 x 32
+        x = x.view(B, T, self.out_dim, *x.shape[2:])  # (B, T, out_dim, h, w)
+        return x.mean(dim=(1, 3, 4))  # (B, out_dim)
+
+
+ENCODERS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "resnet18": (ResNet18Audio, ResNet18Visual),
+    "small_cnn": (SmallAudioCNN, SmallVisualCNN),
+}
+
+
+def build_encoders(name: str, **kw) -> tuple[nn.Module, nn.Module]:
+    """The (audio, visual) encoder pair called `name`; keyword arguments go to both constructors."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    audio_cls, visual_cls = ENCODERS[name]
+    return audio_cls(**kw), visual_cls(**kw)
