@@ -59,7 +59,7 @@ def cmd_spectrograms(args: argparse.Namespace) -> None:
     from bml.data.audio import load_presets, spectrogram
     from bml.data.extract import INDEX_NAME, read_index, run_shard
 
-    presets = load_presets()
+    presets = load_presets(args.presets)
     if args.preset not in presets:
         raise SystemExit(f"bml spectrograms: unknown preset {args.preset!r}; choose one of {sorted(presets)}")
     preset = presets[args.preset]
@@ -89,6 +89,27 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
     pack(args.manifest, args.frames, args.audio, args.spectrograms, args.out,
          n_frames=args.n_frames, frame_size=args.frame_size, summary_path=args.summary)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from bml.train import TrainingError, resolve_config, train
+
+    config = resolve_config(args.dataset, args.protocol, args.method, args.fusion, args.seed, args.set or [],
+                            params_dir=Path(args.params_dir))
+    if args.results_root:
+        config["paths"]["results_root"] = args.results_root
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = train(config, device=args.device, restart=args.restart)
+    except TrainingError as err:
+        print(f"bml train: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+    best = result["test"]["best"]
+    print(f"{args.dataset}/{args.protocol}/{args.fusion}/{args.method}/seed{args.seed}: test acc {best['acc']:.2f} "
+          f"(best on val, epoch {result['best_epoch']}), last epoch {result['test']['last']['acc']:.2f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("spectrograms", help="spectrograms of the extracted WAVs under a named preset")
     p.add_argument("--audio", required=True, help="the extract-audio output folder")
     p.add_argument("--preset", required=True)
+    p.add_argument("--presets", default=str(PARAMS_DIR / "audio_presets.yaml"), help="the preset file")
     sharded(p, workers=False)  # torch already uses every core for one shard
     p.set_defaults(func=cmd_spectrograms)
 
@@ -146,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--summary", default=None, help="counts as JSON (default: <out>/summary.json)")
     p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("train", help="train (or resume) one run and evaluate it",
+                       description="Train one (dataset, protocol, method, fusion, seed) cell; resumes from its "
+                                   "last checkpoint by itself. Writes results/<dataset>/<protocol>/<fusion>/"
+                                   "<method>/seed<k>/metrics.json and logs the run to MLflow.")
+    p.add_argument("--dataset", default="avdigits")
+    p.add_argument("--protocol", default="embedded", help="a file in params/protocols/")
+    p.add_argument("--method", default="joint")
+    p.add_argument("--fusion", default="concat", help="concat, sum, film, gated; none for uni-modal methods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a value, e.g. train.epochs=2 or method.alpha=0.5 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:1")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder to read (default: the project's)")
+    p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -49,3 +49,25 @@ def project_copy(tmp_path) -> Path:
     for name in ["params", "workflow", "bml"]:
         shutil.copytree(REPO / name, dest / name)
     return dest
+
+
+TRAIN_CLIPS = 120  # 84 train / 12 val / 24 test: enough for audio to beat chance in a few epochs
+
+
+@pytest.fixture(scope="session")
+def packed_avdigits(tmp_path_factory) -> Path:
+    """A data root holding avdigits/packed/{train,val,test}.npy of 120 clips, made by the real pipeline
+    commands (generator, ffmpeg extraction, spectrograms, pack). Tests must not modify it."""
+    from bml.cli import main
+
+    root = tmp_path_factory.mktemp("data_root")
+    d = root / "avdigits"
+    manifest = generate(d / "raw", n_clips=TRAIN_CLIPS, seed=3, settings=avdigits_settings("audio_dominant"),
+                        workers=2, log=lambda _: None)
+    main(["extract-frames", "--manifest", str(manifest), "--fps", "10", "--out", str(d / "frames"), "--workers", "2"])
+    main(["extract-audio", "--manifest", str(manifest), "--sample-rate", "16000", "--out", str(d / "audio")])
+    main(["spectrograms", "--audio", str(d / "audio"), "--preset", "avdigits", "--out", str(d / "spectrograms")])
+    main(["pack", "--manifest", str(manifest), "--frames", str(d / "frames"), "--audio", str(d / "audio"),
+          "--spectrograms", str(d / "spectrograms"), "--n-frames", "8", "--frame-size", "64", "--out",
+          str(d / "packed")])
+    return root

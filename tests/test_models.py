@@ -119,3 +119,24 @@ def test_build_model_is_deterministic():
     a, b, c = params(0), params(0), params(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_gpu_claims_are_exclusive_between_jobs(tmp_path):
+    # Lock files only: what a second training job on the same machine would see (no GPU needed).
+    import subprocess
+    import sys
+
+    from bml.gpu import claim_gpu, release_gpus
+
+    try:
+        assert claim_gpu(2, tmp_path) == 0
+        code = f"from bml.gpu import claim_gpu; print(claim_gpu(2, {str(tmp_path)!r}))"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert other.stdout.strip() == "1"  # the other process gets the next GPU; its lock ends with it
+        assert claim_gpu(2, tmp_path) == 1
+        with pytest.raises(RuntimeError, match="all 2 GPUs are held"):
+            claim_gpu(2, tmp_path)
+    finally:
+        release_gpus()
+    assert claim_gpu(1, tmp_path) == 0
+    release_gpus()

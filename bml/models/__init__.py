@@ -16,6 +16,7 @@ from bml.models.fusion import (
     ModelConfig,
     MultimodalModel,
     SumFusion,
+    UnimodalModel,
     build_fusion,
     build_model,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SmallAudioCNN",
     "SmallVisualCNN",
     "SumFusion",
+    "UnimodalModel",
     "build_encoders",
     "build_fusion",
     "build_model",

@@ -145,13 +145,61 @@ class MultimodalModel(nn.Module):
         return self.fusion.unimodal_logits(f_a, f_v)
 
 
+class UnimodalModel(nn.Module):
+    """One encoder with a linear head: the audio-only or visual-only baseline.
+
+    Same call and outputs as MultimodalModel (it ignores the other input), so the loop treats both alike.
+    """
+
+    def __init__(self, encoder: nn.Module, n_classes: int, modality: str) -> None:
+        super().__init__()
+        if modality not in ("audio", "visual"):
+            raise ValueError(f"modality must be 'audio' or 'visual', got {modality!r}")
+        self.modality = modality
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, n_classes)
+
+    @property
+    def audio_encoder(self) -> nn.Module | None:
+        return self.encoder if self.modality == "audio" else None
+
+    @property
+    def visual_encoder(self) -> nn.Module | None:
+        return self.encoder if self.modality == "visual" else None
+
+    def forward(self, audio: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.encoder(audio if self.modality == "audio" else frames)  # (B, D)
+        return {"logits": self.head(f), "f_a" if self.modality == "audio" else "f_v": f}  # logits (B, C)
+
+
+class LateEnsemble(nn.Module):
+    """Two trained uni-modal models, their logits summed (late fusion; UME in ../shared/METHODS.md).
+
+    Its uni-modal logits are the members' own, so per-modality accuracy means the same as for a fusion head.
+    """
+
+    def __init__(self, audio_model: UnimodalModel, visual_model: UnimodalModel) -> None:
+        super().__init__()
+        self.audio_model, self.visual_model = audio_model, visual_model
+
+    def forward(self, audio: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        out_a, out_v = self.audio_model(audio, frames), self.visual_model(audio, frames)
+        z_a, z_v = out_a["logits"], out_v["logits"]  # (B, C) each
+        return {"logits": z_a + z_v, "f_a": out_a["f_a"], "f_v": out_v["f_v"], "z_a": z_a, "z_v": z_v}
+
+
 @dataclass
 class ModelConfig:
     encoder: str = "small_cnn"  # one of encoders.ENCODERS
-    fusion: str = "concat"  # one of FUSIONS
+    fusion: str = "concat"  # one of FUSIONS, or "none" for a uni-modal model
     n_classes: int = 10
+    modalities: tuple[str, ...] = ("audio", "visual")
 
 
-def build_model(cfg: ModelConfig) -> MultimodalModel:
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A MultimodalModel, or a UnimodalModel when cfg.modalities names one modality."""
     audio, visual = build_encoders(cfg.encoder)
+    if len(cfg.modalities) == 1:
+        modality = cfg.modalities[0]
+        return UnimodalModel(audio if modality == "audio" else visual, cfg.n_classes, modality)
     return MultimodalModel(audio, visual, build_fusion(cfg.fusion, audio.out_dim, visual.out_dim, cfg.n_classes))

@@ -11,6 +11,7 @@ rule generate_avdigits:
         preset=config["avdigits"]["preset"],
         n_clips=config["avdigits"]["n_clips"],
         seed=config["avdigits"]["seed"],
+        settings=f"{workflow.basedir}/params/datasets/avdigits.yaml",
         out=parent_of("output", "manifest"),
     threads: config["avdigits"]["workers"]
     log:
@@ -19,7 +20,7 @@ rule generate_avdigits:
         dataset_dir("benchmarks", "generate.tsv")
     shell:
         "bml generate --preset {params.preset} --n-clips {params.n_clips} --seed {params.seed}"
-        " --workers {threads} --out {params.out} > {log} 2>&1"
+        " --workers {threads} --settings {params.settings} --out {params.out} > {log} 2>&1"
 
 
 rule extract_frames:
@@ -66,13 +67,14 @@ rule spectrograms:
         directory(dataset_dir("spectrograms", "shard{shard}")),
     params:
         preset=config["features"]["audio_preset"],
+        presets=f"{workflow.basedir}/params/audio_presets.yaml",
         n_shards=config["extract"]["n_shards"],
         audio=parent_of("input"),
         out=parent_of("output"),
     log:
         dataset_dir("logs", "spectrograms_{shard}.log"),
     shell:
-        "bml spectrograms --audio {params.audio} --preset {params.preset}"
+        "bml spectrograms --audio {params.audio} --preset {params.preset} --presets {params.presets}"
         " --n-shards {params.n_shards} --shard {wildcards.shard} --out {params.out} > {log} 2>&1"
 
 

@@ -1,0 +1,125 @@
+"""Experiment tracking: MLflow with a sqlite store, so `mlflow ui --backend-store-uri sqlite:///mlflow.db`
+shows every run's parameters, per-epoch metrics and artifacts without a server running during training.
+
+The tables never read MLflow: each run also writes results/.../metrics.json (bml/train.py).
+Several training jobs may start at once (Snakemake); creating the database and the experiment happens
+under a file lock, because MLflow's schema migration is not safe to run twice concurrently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"optimizer": {"lr": 0.05}}} -> {"train.optimizer.lr": 0.05}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Tracker:
+    """One MLflow run: opened (or reopened, on resume) by run_id, closed with a status."""
+
+    def __init__(self, uri: str, artifacts: str, experiment: str, run_name: str, tags: dict[str, str],
+                 run_id: str | None = None) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        db = sqlite_path(uri)
+        lock = (db.parent if db else Path(".")) / ".mlflow.lock"
+        with _lock(lock):  # first use creates and migrates the database: one process at a time
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = Path(artifacts).resolve().as_uri()
+                experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                experiment_id = found.experiment_id
+            if run_id is not None and self._exists(run_id):
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+                self.run_id = run.info.run_id
+        self._mlflow = mlflow
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:  # MlflowException: the database was reset since the checkpoint was written
+            return False
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        new = [Param(k, str(v)) for k, v in flatten(params).items() if k not in existing]
+        for i in range(0, len(new), 100):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, params=new[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in flatten(metrics).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class NoTracker:
+    """Tracking switched off (tracking.uri: none): every call does nothing, so the loop needs no ifs."""
+
+    run_id = None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: str | Path) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+def open_tracker(uri: str, artifacts: str, experiment: str, run_name: str, tags: dict[str, str],
+                 run_id: str | None = None) -> Tracker | NoTracker:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
+    if uri in ("none", ""):
+        return NoTracker()
+    return Tracker(uri, artifacts, experiment, run_name, tags, run_id)
