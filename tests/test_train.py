@@ -270,3 +270,11 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project
     mb = json.loads((checkpoint.parent / "metrics.json").read_text())
     assert ma["test"] == mb["test"] and ma["best_epoch"] == mb["best_epoch"]
     assert np.isfinite(ma["test"]["best"]["acc"])
+
+
+@pytest.mark.parametrize("fusion", ["sum", "film", "gated"])
+def test_joint_training_runs_with_every_fusion_head(packed_avdigits, tmp_path, fusion):
+    best = train(tiny_config(packed_avdigits, tmp_path, "joint", fusion, epochs=1), log=QUIET)["test"]["best"]
+    assert 0.0 <= best["acc"] <= 100.0 and "probe_visual" in best
+    # FiLM and gated heads have no uni-modal logits: no per-modality accuracy rather than a made-up one
+    assert ("acc_audio" in best) == (fusion == "sum")
