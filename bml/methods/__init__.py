@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from bml.methods.base import Method
 from bml.methods.baselines import AudioOnly, Joint, UnimodalEnsemble, VisualOnly
+from bml.methods.ogm import OGM, OGMGE
 
 METHODS: dict[str, type[Method]] = {
     "joint": Joint,
     "audio_only": AudioOnly,
     "visual_only": VisualOnly,
     "ensemble": UnimodalEnsemble,
+    "ogm": OGM,
+    "ogm_ge": OGMGE,
 }
 
 
