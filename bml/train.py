@@ -48,9 +48,11 @@ from bml.models.fusion import FUSIONS, LateEnsemble, ModelConfig, build_model
 from bml.tracking import open_tracker
 
 PROTOCOL_SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "protocol.schema.yaml"
+METHODS_SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "methods.schema.yaml"
 CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
 # settings that change how fast a run goes or where it reports, not what it computes: not in the hash
 NOT_HASHED = (("train", "num_workers"), ("train", "probe_every"), ("train", "description"))
+WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s")  # history columns that differ run to run
 
 
 class TrainingError(RuntimeError):
@@ -117,6 +119,7 @@ def resolve_config(dataset: str, protocol: str, method: str, fusion: str, seed: 
             raise ConfigError(f"--set {item!r}: expected key=value")
         _set_key(config, key.strip(), value.strip())
     _check_protocol(config["train"], f"params/protocols/{protocol}.yaml (with any --set overrides)")
+    _check_method(method, config["method"], f"{method_file} (with any --set overrides)")
     return config
 
 
@@ -141,6 +144,18 @@ def _check_protocol(train: dict, source: str) -> None:
         problems.append("key 'scheduler': a step scheduler needs step_size and gamma")
     if problems:
         raise ConfigError(f"{source}: invalid protocol:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _check_method(method: str, params: dict, source: str) -> None:
+    schema = read_yaml(METHODS_SCHEMA)
+    if method not in schema["properties"]:
+        return
+    errors = sorted(jsonschema.Draft202012Validator(schema["properties"][method] | {"$defs": schema["$defs"]})
+                    .iter_errors(params), key=lambda e: list(e.absolute_path))
+    problems = [f"key '{'.'.join(map(str, e.absolute_path)) or '(top level)'}': {e.message}" for e in errors]
+    if problems:
+        raise ConfigError(f"{source}: invalid parameters of method {method!r}:\n"
+                          + "\n".join(f"  - {p}" for p in problems))
 
 
 def config_hash(config: dict) -> str:
@@ -369,15 +384,21 @@ def train(config: dict, device: str | None = None, restart: bool = False,
                 loss_sum, seen = loss_sum + value * n, seen + n
                 for name, term in losses.items():
                     loss_terms[name] = loss_terms.get(name, 0.0) + term.item() * n
+            train_time = time.perf_counter() - started
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             method.on_epoch_end(model, StepState(epoch, n_steps - 1, n_steps, config, ctx))
+            epoch_end_time = time.perf_counter() - started - train_time
 
             due = tcfg["probe_every"] > 0 and ((epoch + 1) % tcfg["probe_every"] == 0 or epoch + 1 == tcfg["epochs"])
             row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": lr,
                    **({f"loss_{k}": v / seen for k, v in loss_terms.items()} if len(loss_terms) > 1 else {}),
                    **validate(model, ctx, with_probes=due), **method.epoch_log()}
-            row["epoch_time_s"] = time.perf_counter() - started  # not hashed, not compared: wall time
+            # wall times, never compared between runs: the whole epoch, its training steps (data, hooks,
+            # optimizer) per step, and the method's end-of-epoch work (Re-learning's diagnosis)
+            row["epoch_time_s"] = time.perf_counter() - started
+            row["step_time_ms"] = 1e3 * train_time / n_steps
+            row["epoch_end_time_s"] = epoch_end_time
             history.append(row)
             if best is None or row["val_acc"] > best["val_acc"]:
                 best = {"epoch": epoch + 1, "val_acc": row["val_acc"]}

@@ -101,7 +101,7 @@ def test_unknown_names_are_refused():
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))
 def test_multimodal_model_forward_backward(fusion):
     audio, visual = build_encoders("small_cnn", out_dim=32)
-    model = MultimodalModel(audio, visual, build_fusion(fusion, audio.out_dim, visual.out_dim, C))
+    model = MultimodalModel(audio, visual, build_fusion(fusion, audio.out_dim, visual.out_dim, C), C)
     out = model(torch.randn(B, 64, 100), torch.randn(B, 3, 3, 64, 64))
     assert set(out) == {"logits", "f_a", "f_v"}
     assert out["logits"].shape == (B, C) and out["f_a"].shape == (B, 32) and out["f_v"].shape == (B, 32)

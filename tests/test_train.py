@@ -16,7 +16,7 @@ from conftest import REPO, bml_env
 from bml.config import ConfigError
 from bml.data.loader import PackedSplit, epoch_order, make_loader
 from bml.methods import METHODS, Method
-from bml.train import TrainingError, config_hash, load_splits, resolve_config, run_dir, train
+from bml.train import WALL_TIMES, TrainingError, config_hash, load_splits, resolve_config, run_dir, train
 
 QUIET = lambda _msg: None  # noqa: E731
 
@@ -264,7 +264,7 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in WALL_TIMES} for r in rows]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
     ma = json.loads((tmp_path / "whole" / checkpoint.relative_to(cut).parent / "metrics.json").read_text())
     mb = json.loads((checkpoint.parent / "metrics.json").read_text())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from bml.methods.base import Method
 from bml.methods.baselines import AudioOnly, Joint, UnimodalEnsemble, VisualOnly
+from bml.methods.mmpareto import MMPareto
 from bml.methods.ogm import OGM, OGMGE
+from bml.methods.opm import OPM
+from bml.methods.relearning import Relearning
 
 METHODS: dict[str, type[Method]] = {
     "joint": Joint,
@@ -13,6 +16,9 @@ METHODS: dict[str, type[Method]] = {
     "ensemble": UnimodalEnsemble,
     "ogm": OGM,
     "ogm_ge": OGMGE,
+    "opm": OPM,
+    "mmpareto": MMPareto,
+    "relearning": Relearning,
 }
 
 

@@ -130,8 +130,9 @@ def build_fusion(name: str, dim_a: int, dim_v: int, n_classes: int, **kw) -> nn.
 class MultimodalModel(nn.Module):
     """Audio encoder + visual encoder + fusion head; forward returns logits and both features."""
 
-    def __init__(self, audio_encoder: nn.Module, visual_encoder: nn.Module, fusion: nn.Module) -> None:
+    def __init__(self, audio_encoder: nn.Module, visual_encoder: nn.Module, fusion: nn.Module, n_classes: int) -> None:
         super().__init__()
+        self.n_classes = n_classes
         self.audio_encoder = audio_encoder
         self.visual_encoder = visual_encoder
         self.fusion = fusion
@@ -202,4 +203,5 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if len(cfg.modalities) == 1:
         modality = cfg.modalities[0]
         return UnimodalModel(audio if modality == "audio" else visual, cfg.n_classes, modality)
-    return MultimodalModel(audio, visual, build_fusion(cfg.fusion, audio.out_dim, visual.out_dim, cfg.n_classes))
+    return MultimodalModel(audio, visual, build_fusion(cfg.fusion, audio.out_dim, visual.out_dim, cfg.n_classes),
+                           cfg.n_classes)

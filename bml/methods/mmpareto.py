@@ -1,0 +1,102 @@
+"""MMPareto: Pareto integration of the multimodal and uni-modal gradients.
+
+Wei & Hu, "MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance", ICML 2024.
+Formulas and defaults as restated in ../shared/METHODS.md:
+
+- besides the fusion head (loss L_mm), each encoder gets its own linear head (losses L_a, L_v);
+- per step and per encoder m, g_mm and g_m are the gradients of L_mm and L_m with respect to all of that
+  encoder's parameters, flattened. If cos(g_mm, g_m) > 0 they do not conflict and get weights
+  (0.5, 0.5); otherwise the weights are the min-norm point of the two (two-gradient MGDA, Sener & Koltun
+  2018);
+- per parameter tensor: new = 2 k0 g_mm + 2 k1 g_m; with n = |g_mm + g_m| (the plain summed gradient),
+  grad = gamma * new * n / |new| where n / |new| > 1, else gamma * new (gamma 1.5): the combined
+  gradient keeps at least the plain sum's magnitude;
+- heads are trained by their own losses only.
+
+Zero norms are guarded (one public re-implementation divides by one and gets NaN): a zero gradient has
+no direction to conflict with, so it gets the (0.5, 0.5) weights, and a zero combined gradient stays zero.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bml.methods.base import ALL_FUSIONS, Method, StepState
+
+
+def pareto_weights(g_mm: torch.Tensor, g_uni: torch.Tensor) -> tuple[float, float]:
+    """(k0, k1) for two flattened gradients: (0.5, 0.5) without conflict, else the min-norm point."""
+    g_mm, g_uni = g_mm.double(), g_uni.double()
+    norm_mm, norm_uni = g_mm.norm().item(), g_uni.norm().item()
+    if norm_mm == 0.0 or norm_uni == 0.0:
+        return 0.5, 0.5
+    if torch.dot(g_mm, g_uni).item() / (norm_mm * norm_uni) > 0.0:
+        return 0.5, 0.5
+    # min over c in [0, 1] of |c g_mm + (1 - c) g_uni|^2: c = (g_uni - g_mm) . g_uni / |g_mm - g_uni|^2
+    diff = (g_mm - g_uni).pow(2).sum().item()
+    c = torch.dot(g_uni - g_mm, g_uni).item() / diff if diff > 0 else 0.5
+    c = min(max(c, 0.0), 1.0)
+    return c, 1.0 - c
+
+
+def combine(g_mm: torch.Tensor, g_uni: torch.Tensor, k0: float, k1: float, gamma: float) -> torch.Tensor:
+    """The combined gradient of one parameter tensor, with MMPareto's magnitude rule."""
+    new = 2.0 * k0 * g_mm + 2.0 * k1 * g_uni
+    norm_new = new.norm().item()
+    if norm_new == 0.0:
+        return gamma * new
+    ratio = (g_mm + g_uni).norm().item() / norm_new
+    return gamma * new * ratio if ratio > 1.0 else gamma * new
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    a, b = a.double(), b.double()
+    na, nb = a.norm().item(), b.norm().item()
+    return torch.dot(a, b).item() / (na * nb) if na > 0 and nb > 0 else None
+
+
+class MMPareto(Method):
+    """MMPareto (ICML 2024): multimodal and uni-modal losses, their encoder gradients merged without conflict."""
+
+    name = "mmpareto"
+    fusions = ALL_FUSIONS  # the uni-modal heads are its own, so any fusion head works
+
+    def setup(self, model: nn.Module, config: dict) -> None:
+        n_classes = model.n_classes
+        model.unimodal_heads = nn.ModuleDict({  # trained by L_a and L_v only; not used at evaluation
+            "audio": nn.Linear(model.audio_encoder.out_dim, n_classes),
+            "visual": nn.Linear(model.visual_encoder.out_dim, n_classes)})
+
+    def loss(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict[str, torch.Tensor]:
+        y = batch["label"]
+        return {"mm": F.cross_entropy(out["logits"], y),
+                "audio": F.cross_entropy(model.unimodal_heads["audio"](out["f_a"]), y),
+                "visual": F.cross_entropy(model.unimodal_heads["visual"](out["f_v"]), y)}
+
+    def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], state: StepState) -> None:
+        gamma = self.params["gamma"]
+        encoders = {"audio": model.audio_encoder, "visual": model.visual_encoder}
+        enc_params = {m: [p for p in enc.parameters() if p.requires_grad] for m, enc in encoders.items()}
+        # L_mm reaches both encoders and the fusion head: keep its encoder gradients apart
+        losses["mm"].backward(retain_graph=True)
+        g_mm = {m: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in ps]
+                for m, ps in enc_params.items()}
+        for ps in enc_params.values():
+            for p in ps:
+                p.grad = None
+        # each uni-modal loss reaches only its encoder and its head; its head keeps that gradient
+        for m in ("audio", "visual"):
+            losses[m].backward()
+            g_m = [p.grad if p.grad is not None else torch.zeros_like(p) for p in enc_params[m]]
+            flat_mm = torch.cat([g.flatten() for g in g_mm[m]])
+            flat_m = torch.cat([g.flatten() for g in g_m])
+            k0, k1 = pareto_weights(flat_mm, flat_m)
+            for p, gmm, gm in zip(enc_params[m], g_mm[m], g_m, strict=True):
+                p.grad = combine(gmm, gm, k0, k1, gamma)
+            cos = _cosine(flat_mm, flat_m)
+            if cos is not None:
+                self.record(f"cosine_{m}", cos)
+            self.record(f"conflict_{m}", float(cos is not None and cos <= 0.0))  # share of steps in conflict
+            self.record(f"weight_mm_{m}", k0)

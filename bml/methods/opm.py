@@ -1,0 +1,94 @@
+"""OPM: on-the-fly prediction modulation.
+
+Wei et al., "On-the-fly Modulation for Balanced Multimodal Learning", TPAMI 2024. Formulas and defaults
+as restated in ../shared/METHODS.md:
+
+- per step, from the fusion head's uni-modal logits (no gradient through them): s_m = sum over the batch
+  of softmax(z_m)[y]; dominance r_m = tanh(relu(s_m / s_other - 1));
+- drop probability q_m = q_base * (1 + lambda * r_m) where r_m > 0, else 0, clipped to [0, 1]: only the
+  dominant modality is ever dropped;
+- with probability p_exe per step (after the warm-up): per sample, the dominant modality's feature is
+  zeroed with probability q_m; every feature is rescaled by 1 / (1 - theta), theta = sum_m d_m q_m /
+  sum_m d_m (d_m the feature width), so the fused input keeps its expected magnitude; a sample that lost
+  every modality leaves the batch. The head then sees the dropped features, so the weaker modality must
+  carry those samples alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bml.methods.base import Method, StepState
+
+
+def _score(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return F.softmax(logits.detach().float(), dim=1).gather(1, labels[:, None]).sum().item()
+
+
+def drop_probabilities(logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, q_base: float,
+                       lam: float) -> tuple[float, float]:
+    """(q_a, q_v): the dominant modality's drop probability, 0.0 for the other (and for both on a tie)."""
+    s_a, s_v = _score(logits_a, labels), _score(logits_v, labels)
+
+    def q(s_m: float, s_other: float) -> float:
+        r = math.tanh(max(s_m / max(s_other, 1e-12) - 1.0, 0.0))
+        return min(max(q_base * (1.0 + lam * r), 0.0), 1.0) if r > 0 else 0.0
+
+    return q(s_a, s_v), q(s_v, s_a)
+
+
+def drop_features(f_a: torch.Tensor, f_v: torch.Tensor, q_a: float, q_v: float,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample Bernoulli(1 - q_m) masks on each feature, every feature rescaled by 1 / (1 - theta).
+
+    Returns the masked, rescaled features of the whole batch and the two keep masks (B,); the caller
+    removes the samples where both masks are False.
+    """
+    n = f_a.shape[0]
+    keep_a = torch.rand(n, device=f_a.device, generator=generator) >= q_a  # (B,) True: keep
+    keep_v = torch.rand(n, device=f_v.device, generator=generator) >= q_v
+    d_a, d_v = f_a.shape[1], f_v.shape[1]
+    theta = (d_a * q_a + d_v * q_v) / (d_a + d_v)
+    scale = 1.0 / (1.0 - theta) if theta < 1.0 else 1.0
+    return (f_a * keep_a[:, None].to(f_a.dtype) * scale, f_v * keep_v[:, None].to(f_v.dtype) * scale,
+            keep_a, keep_v)
+
+
+class OPM(Method):
+    """OPM (TPAMI 2024): drop the dominant modality's features on the fly, in proportion to its lead."""
+
+    name = "opm"
+    fusions = ("concat", "sum")  # needs uni-modal logits from the head for the dominance scores
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.params["warmup_epochs"]
+
+    def on_features(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict:
+        with torch.no_grad():
+            z_a, z_v = model.unimodal_logits(out["f_a"].detach(), out["f_v"].detach())
+        q_a, q_v = drop_probabilities(z_a, z_v, batch["label"], self.params["q_base"], self.params["lam"])
+        self.record("drop_prob_audio", q_a)
+        self.record("drop_prob_visual", q_v)
+        # the per-step draw comes first and always, so the random stream does not depend on the scores
+        execute = torch.rand((), device=out["f_a"].device).item() < self.params["p_exe"] and self.active(state.epoch)
+        self.record("dropped_steps", float(execute and max(q_a, q_v) > 0))
+        if not execute or max(q_a, q_v) == 0.0:
+            self.record("kept_audio", 1.0)
+            self.record("kept_visual", 1.0)
+            return out
+        f_a, f_v, keep_a, keep_v = drop_features(out["f_a"], out["f_v"], q_a, q_v)
+        self.record("kept_audio", keep_a.float().mean().item())
+        self.record("kept_visual", keep_v.float().mean().item())
+        kept = torch.nonzero(keep_a | keep_v).squeeze(1)  # (B',) samples that kept some modality
+        return {**out, "logits": model.fusion(f_a[kept], f_v[kept]), "kept": kept}
+
+    def loss(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict[str, torch.Tensor]:
+        labels = batch["label"][out["kept"]] if "kept" in out else batch["label"]
+        if labels.numel() == 0:  # every sample lost every modality (only when both q are 1): nothing to learn
+            return {"ce": out["logits"].sum() * 0.0}
+        return {"ce": F.cross_entropy(out["logits"], labels)}
