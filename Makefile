@@ -28,6 +28,7 @@ test: setup
 bench: setup
 	python benchmarks/extract_throughput.py
 	python benchmarks/train_step.py --steps 60 --threads 2
+	python benchmarks/method_cost.py --rounds 8 --threads 2
 
 lint: setup
 	ruff check .

@@ -29,7 +29,6 @@ The two sides' mean training losses are compared too: equal means they did the s
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -46,30 +45,16 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from timed_training import train_epochs  # noqa: E402
+
 from bml import train as bt  # noqa: E402
 from bml.data.loader import make_loader, prepare_frames  # noqa: E402
 from bml.evaluate import collect  # noqa: E402
 from bml.models.fusion import ModelConfig, build_model  # noqa: E402
 
 
-class LastEpochDone(Exception):
-    """Raised from train()'s log callback after the last epoch, before the (untimed) final test evaluation."""
-
-
 def bml_round(config: dict, root: str) -> dict[str, float]:
-    config = copy.deepcopy(config)
-    config["paths"]["results_root"] = root
-    last = f"epoch {config['train']['epochs']}/{config['train']['epochs']}:"
-
-    def log(msg: str) -> None:
-        if msg.startswith(last):
-            raise LastEpochDone
-
-    try:
-        bt.train(config, device="cpu", restart=True, log=log)
-    except LastEpochDone:
-        pass
-    row = torch.load(bt.run_dir(config) / bt.CHECKPOINT, weights_only=False)["history"][-1]
+    row = train_epochs(config, root)[-1]
     return {"epoch_s": row["epoch_time_s"], "loss": row["train_loss"]}
 
 
