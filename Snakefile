@@ -1,5 +1,6 @@
 """bml's workflow: the embedded (or a real) dataset from video files to packed features, then the
-default training matrix (params/params.yaml: train) through `bml train`.
+default training matrix (params/params.yaml: train) through `bml train`, then the tables, figures and
+report page (`bml report`, reports/index.html).
 
     snakemake --cores all                  # the default profile (workflow/profiles/default) applies
     snakemake -n                           # what would run
@@ -23,6 +24,7 @@ check_matrix(config, Path(workflow.basedir) / "params")  # every (method, fusion
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -30,3 +32,4 @@ rule all:
     input:
         packed_splits(),
         train_targets(),
+        f"{REPORT}/index.html",

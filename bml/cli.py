@@ -112,6 +112,20 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"(best on val, epoch {result['best_epoch']}), last epoch {result['test']['last']['acc']:.2f}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from bml.config import load_config, read_yaml
+    from bml.report import build_report
+    from bml.tables import Settings
+
+    params_dir = Path(args.params_dir)
+    pipeline = load_config(params_dir / "params.yaml")
+    r = pipeline["report"]
+    settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"],
+                        seeds=tuple(pipeline["train"]["seeds"]))
+    build_report(args.results_root or pipeline["results_root"], args.out or r["out_dir"],
+                 read_yaml(params_dir / "published.yaml"), settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bml.config import PARAMS_DIR
 
@@ -186,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder to read (default: the project's)")
     p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs",
+                       description="Read results/**/metrics.json and write reports/: tables (md, tex, csv), "
+                                   "figures (png, pdf), index.html and summary.json (params.yaml: report).")
+    p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder to read (default: the project's)")
+    p.add_argument("--results-root", default=None, help="where the run folders are (default: params.yaml results_root)")
+    p.add_argument("--out", default=None, help="output folder (default: params.yaml report.out_dir)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -17,6 +17,7 @@ TINY = {
               "runs": [{"method": "audio_only", "fusion": "none"}, {"method": "visual_only", "fusion": "none"},
                        {"method": "joint", "fusion": "concat"}],
               "ensemble": True},
+    "report": {"out_dir": "reports", "baseline": "joint", "test": "t", "alpha": 0.05, "which": "best"},
     "evaluation": {"probe_cs": [0.1, 1.0], "probe_max_iter": 50, "noise_std": 1.0},
     "tracking": {"uri": "sqlite:///mlflow.db", "artifacts": "mlartifacts"},
 }
@@ -38,7 +39,7 @@ def test_dry_run_lists_every_data_and_training_job(project_copy):
     tiny_project(project_copy)
     out = snakemake(project_copy, "-n", "--cores", "2").stdout
     for rule, count in [("generate_avdigits", 1), ("extract_frames", 2), ("extract_audio", 2),
-                        ("spectrograms", 2), ("pack", 1), ("train", 4)]:
+                        ("spectrograms", 2), ("pack", 1), ("train", 4), ("report", 1)]:
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-1500:])
 
 
@@ -78,6 +79,9 @@ def test_tiny_snakemake_run_builds_the_packed_splits_and_trains_the_matrix(proje
         assert 0 <= metrics["test"]["best"]["acc"] <= 100
     assert (project_copy / "mlflow.db").is_file()
     assert (project_copy / "logs" / "train" / "avdigits" / "embedded" / "concat" / "joint" / "seed0.log").is_file()
+    summary = json.loads((project_copy / "reports" / "summary.json").read_text())
+    assert summary["avdigits/embedded/concat/joint"]["n_seeds"] == 1
+    assert "main_embedded_concat" in (project_copy / "reports" / "index.html").read_text()
     # nothing left to do the second time
     assert "Nothing to be done" in snakemake(project_copy, "--cores", "2").stderr
 
@@ -97,7 +101,7 @@ def test_dvc_repro_in_a_fresh_git_repository(project_copy):
     for cell in TRAIN_CELLS:
         assert (project_copy / "results" / "avdigits" / "embedded" / cell / "seed0" / "metrics.json").is_file()
     metrics = run(["dvc", "metrics", "show", "--json"], cwd=project_copy).stdout
-    assert "test" in metrics and "ensemble" in metrics
+    assert "test" in metrics and "ensemble" in metrics and "reports/summary.json" in metrics
     lock = yaml.safe_load((project_copy / "dvc.lock").read_text())
     assert lock["stages"]["generate_avdigits"]["params"]["params/params.yaml"]["avdigits"]["n_clips"] == 20
 

@@ -32,6 +32,7 @@ def parent_of(kind, name=0):
 
 # ---- training --------------------------------------------------------------------------------------
 RESULTS = config["results_root"]
+REPORT = config["report"]["out_dir"]
 RUN_DIR = os.path.join(RESULTS, "{dataset}", "{protocol}", "{fusion}", "{method}", "seed{seed}")
 # A training job takes one GPU where there is one; on a CPU-only machine it takes none, so that
 # --resources gpu=N never serialises CPU jobs.

@@ -1,0 +1,133 @@
+"""The report: every table (Markdown, LaTeX, CSV), every figure (PNG, PDF), one HTML page, summary.json.
+
+`build_report` reads the finished runs under results/ (bml/results.py), builds the tables (bml/tables.py)
+and figures (bml/figures.py) and writes them under reports/:
+
+    reports/index.html              the page a researcher reads: tables and figures with captions
+    reports/tables/<name>.{md,tex,csv}
+    reports/figures/<dataset>_<protocol>_<fusion>_<figure>.{png,pdf}
+    reports/summary.json            a DVC metrics file (`dvc metrics diff` compares two commits' results)
+
+Missing or partial runs and unreadable metrics files are listed in the tables' notes and on the page;
+the report is still built.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bml.figures import CAPTIONS, all_figures
+from bml.results import Run, load_runs
+from bml.stats import compare_to_baseline
+from bml.tables import Settings, Table, build_tables, to_csv, to_latex, to_markdown
+
+SUMMARY_KEYS = ("acc", "macro_f1", "probe_audio", "probe_visual")
+
+
+def summary(runs: list[Run], settings: Settings) -> dict:
+    """{dataset/protocol/fusion/method: {metric_mean, metric_std, n, and vs the baseline: diff, p, p_holm}}."""
+    out: dict[str, dict] = {}
+    cells = sorted({r.cell for r in runs})
+    for cell in cells:
+        entry: dict[str, float | int | None] = {}
+        for key in SUMMARY_KEYS:
+            values = [r.test[settings.which][key] for r in runs if r.cell == cell and key in r.test[settings.which]]
+            if values:
+                entry[f"{key}_mean"] = round(float(np.mean(values)), 3)
+                entry[f"{key}_std"] = round(float(np.std(values, ddof=1)), 3) if len(values) > 1 else None
+        entry["n_seeds"] = sum(r.cell == cell for r in runs)
+        out["/".join(cell)] = entry
+    for dataset, protocol, fusion in sorted({c[:3] for c in cells if c[2] != "none"}):
+        for key in ("acc", "probe_visual"):
+            values = {c[3]: {r.seed: r.test[settings.which][key] for r in runs if r.cell == c
+                             and key in r.test[settings.which]} for c in cells if c[:3] == (dataset, protocol, fusion)}
+            if settings.baseline not in values:
+                continue
+            for method, res in compare_to_baseline(values, settings.baseline, settings.test, settings.alpha).items():
+                if res.get("baseline") or res["paired"]["p"] is None:
+                    continue
+                target = out["/".join((dataset, protocol, fusion, method))]
+                target[f"{key}_diff_vs_{settings.baseline}"] = round(res["paired"]["mean_diff"], 3)
+                target[f"{key}_p_vs_{settings.baseline}"] = round(res["paired"]["p"], 5)
+                target[f"{key}_p_holm_vs_{settings.baseline}"] = round(res["p_holm"], 5)
+    return out
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    rows = []
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j, text in enumerate(row):
+            text = html.escape(text)
+            cells.append(f"<td><b>{text}</b></td>" if (i, j) in table.bold else f"<td>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+    links = " · ".join(f'<a href="tables/{table.name}.{ext}">{ext}</a>' for ext in ("md", "tex", "csv"))
+    return (f'<section class="table" id="{table.name}"><h3>{html.escape(table.title)}</h3>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"<ol class=\"notes\">{notes}</ol><p class=\"links\">{links}</p></section>")
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}thead{border-top:2px solid #222;border-bottom:1px solid #222}
+tbody{border-bottom:2px solid #222}.notes{font-size:.8em;color:#444}figure{margin:1.5em 0}
+img{max-width:100%}figcaption{font-size:.9em;color:#333}.problems{color:#a00}"""
+
+
+def write_page(path: Path, tables: list[Table], figures: dict[str, dict[str, list[Path]]], problems: list[str],
+               n_runs: int) -> None:
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>bml report</title>"
+             f"<style>{STYLE}</style></head><body><h1>bml report</h1>",
+             f"<p>{n_runs} finished runs. Tables: Markdown, LaTeX (booktabs) and CSV under <code>tables/</code>; "
+             "figures: PNG and PDF under <code>figures/</code>.</p>"]
+    if problems:
+        parts.append('<section class="problems"><h2>Problems</h2><ul>'
+                     + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></section>")
+    parts.append("<h2>Tables</h2>")
+    parts += [_table_html(t) for t in tables]
+    parts.append("<h2>Figures</h2>")
+    for group, by_name in figures.items():
+        parts.append(f"<h3>{html.escape(group)}</h3>")
+        for name, files in by_name.items():
+            png = next((f for f in files if f.suffix == ".png"), None)
+            if png is None:
+                continue
+            rel = png.relative_to(path.parent).as_posix()
+            pdf = png.with_suffix(".pdf").relative_to(path.parent).as_posix()
+            parts.append(f'<figure id="{html.escape(png.stem)}"><img src="{rel}" alt="{html.escape(name)}">'
+                         f"<figcaption>{html.escape(CAPTIONS.get(name, name))} "
+                         f'(<a href="{pdf}">pdf</a>)</figcaption></figure>')
+    parts.append("</body></html>\n")
+    path.write_text("\n".join(parts))
+
+
+def build_report(results_root: str | Path, out_dir: str | Path, published: dict, settings: Settings,
+                 log=print) -> dict:
+    """Write every table, figure, the page and summary.json; returns the summary."""
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    runs, problems = load_runs(results_root)
+    for problem in problems:
+        log(f"warning: {problem}")
+    tables = build_tables(runs, published, settings, problems)
+    for table in tables:
+        for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+            (out / "tables" / f"{table.name}.{ext}").write_text(render(table))
+    figures = {}
+    for dataset, protocol, fusion in sorted({r.cell[:3] for r in runs if r.fusion != "none"}):
+        group = [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)]
+        figures[f"{dataset}, protocol {protocol}, fusion {fusion}"] = all_figures(
+            group, out / "figures", f"{dataset}_{protocol}_{fusion}")
+    write_page(out / "index.html", tables, figures, problems, len(runs))
+    result = summary(runs, settings)
+    (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    log(f"report: {len(runs)} runs, {len(tables)} tables, {sum(len(v) for v in figures.values())} figures "
+        f"-> {out / 'index.html'}")
+    return result

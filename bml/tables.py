@@ -1,0 +1,319 @@
+"""Result tables shaped like the papers': methods as rows, datasets as columns, beside the published numbers.
+
+Built from finished runs (bml/results.py) with the statistics of bml/stats.py. Every table says in its
+footnotes which test it used, the multiple-comparison correction (Holm, across the balancing methods of
+one dataset x protocol x fusion), the number of seeds, how the checkpoint was chosen, and every cell it
+could not fill: a missing or partial run shows "—" or its seed count and the build goes on.
+
+Markers: ↑ / ↓ a difference from the baseline (joint training with the same fusion head) that is
+significant after Holm's correction; the best mean accuracy of a column is bold.
+Each table renders as Markdown, LaTeX (booktabs) and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bml.results import METHOD_NAMES, Run, by_seed, cell_label
+from bml.stats import TEST_NAMES, compare_to_baseline, summarize
+
+UNIMODAL = ("audio_only", "visual_only", "ensemble")
+DATASET_NAMES = {"avdigits": "avdigits", "cremad": "CREMA-D", "ks": "Kinetics-Sounds", "ucf101": "UCF-101",
+                 "vggsound": "VGGSound", "ave": "AVE"}
+MISSING = "—"
+
+
+def method_order(methods) -> list[str]:
+    """Uni-modal rows, then the baseline, then the balancing methods alphabetically."""
+    head = [m for m in (*UNIMODAL, "joint") if m in methods]
+    return head + sorted(m for m in methods if m not in head)
+
+
+@dataclass
+class Table:
+    name: str  # file stem under reports/
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells in bold
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+
+
+def to_markdown(table: Table) -> str:
+    def cell(i: int, j: int, text: str) -> str:
+        return f"**{text}**" if (i, j) in table.bold else text
+
+    lines = [f"### {table.title}", "", "| " + " | ".join(table.header) + " |",
+             "|" + "|".join("---" for _ in table.header) + "|"]
+    lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(table.rows)]
+    lines += [""] + [f"{k + 1}. {note}" for k, note in enumerate(table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SUBS = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+              ("±", r"$\pm$"), ("—", "---"), ("↑", r"$^{\uparrow}$"), ("↓", r"$^{\downarrow}$"),
+              ("Δ", r"$\Delta$"), ("≥", r"$\geq$"), ("<", r"$<$"), ("×", r"$\times$")]
+
+
+def latex_escape(text: str) -> str:
+    for old, new in LATEX_SUBS:
+        text = text.replace(old, new)
+    return text
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (\\usepackage{booktabs}); notes as a footnote-sized paragraph under it."""
+    def cell(i: int, j: int, text: str) -> str:
+        text = latex_escape(text)
+        return f"\\textbf{{{text}}}" if (i, j) in table.bold else text
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{latex_escape(table.title)}}}",
+             f"\\label{{tab:{table.name}}}", r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
+             r"\toprule", " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines += [r"\par\smallskip\footnotesize", " ".join(f"({k + 1}) {latex_escape(n)}"
+                                                             for k, n in enumerate(table.notes))]
+    lines += [r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.header)
+    writer.writerows(table.rows)
+    return out.getvalue()
+
+
+# ---- building ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """How tables compare (params/params.yaml: report)."""
+
+    baseline: str = "joint"
+    test: str = "t"
+    alpha: float = 0.05
+    which: str = "best"  # best-on-validation checkpoint, or "last" epoch
+    seeds: tuple[int, ...] = ()  # the seeds every cell should have (the training matrix's); () = no expectation
+
+
+def _mean_std(values: dict[int, float]) -> str:
+    if not values:
+        return MISSING
+    v = np.array(list(values.values()), dtype=float)
+    return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else " (1 seed)")
+
+
+def _groups(runs: list[Run]) -> list[tuple[str, str]]:
+    """(protocol, fusion) pairs of the trained multimodal cells, sorted."""
+    return sorted({(r.protocol, r.fusion) for r in runs if r.fusion != "none"})
+
+
+def _cells(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tuple[str, str]]:
+    """(method, fusion) rows for one table: the uni-modal runs (fusion none) and those of `fusion`."""
+    found = {(r.method, r.fusion) for r in runs if r.dataset == dataset and r.protocol == protocol
+             and r.fusion in ("none", fusion)}
+    return [(m, f) for m in method_order({m for m, _ in found}) for f in ("none", fusion) if (m, f) in found]
+
+
+def _comparison(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str,
+                settings: Settings) -> dict[str, dict]:
+    """compare_to_baseline over the balancing methods of one dataset x protocol x fusion."""
+    methods = [m for m, f in _cells(runs, dataset, protocol, fusion) if f == fusion]
+    values = {m: by_seed(runs, (dataset, protocol, fusion, m), key, settings.which) for m in methods}
+    if settings.baseline not in values:
+        return {}
+    return compare_to_baseline(values, settings.baseline, settings.test, settings.alpha)
+
+
+def _marker(entry: dict | None) -> str:
+    if not entry or entry.get("baseline") or not entry.get("significant"):
+        return ""
+    return "↑" if entry["paired"]["mean_diff"] > 0 else "↓"
+
+
+def _common_notes(settings: Settings, seeds_seen: set[int], warnings: set[str]) -> list[str]:
+    n = len(seeds_seen)
+    chosen = ("checkpoint of the best validation accuracy (validation carved from train; test never used for "
+              "selection)") if settings.which == "best" else "last epoch"
+    notes = [f"Mean ± std over seeds ({n} seed{'s' if n != 1 else ''}: {sorted(seeds_seen)}), test split, {chosen}.",
+             f"↑ / ↓: differs from {METHOD_NAMES.get(settings.baseline, settings.baseline)} with the same fusion, "
+             f"{TEST_NAMES[settings.test]} over seeds, Holm-corrected across the balancing methods of the "
+             f"column, p < {settings.alpha}."]
+    return notes + sorted(warnings)
+
+
+def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, problems: list[str] = ()) -> Table:
+    """Accuracy / macro-F1, methods as rows, datasets as columns (the papers' main table)."""
+    datasets = sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion})
+    rows_keys = method_order({r.method for r in runs if r.protocol == protocol and r.fusion in ("none", fusion)
+                              and r.dataset in datasets})
+    header = ["Method"] + [f"{DATASET_NAMES.get(d, d)} {k}" for d in datasets for k in ("acc", "macro-F1")]
+    table = Table(f"main_{protocol}_{fusion}", f"Accuracy and macro-F1 (%), protocol {protocol}, fusion {fusion}",
+                  header, [])
+    seeds_seen, warnings, notes = set(), set(), []
+    comps = {(d, k): _comparison(runs, d, protocol, fusion, k, settings) for d in datasets for k in ("acc", "macro_f1")}
+    for method in rows_keys:
+        f = "none" if method in UNIMODAL else fusion
+        row = [cell_label(method, f)]
+        for d in datasets:
+            for k in ("acc", "macro_f1"):
+                values = by_seed(runs, (d, protocol, f, method), k, settings.which)
+                seeds_seen |= set(values)
+                entry = comps[(d, k)].get(method)
+                row.append(_mean_std(values) + _marker(entry))
+                if entry and not entry.get("baseline") and entry.get("warning"):
+                    warnings.add(f"{DATASET_NAMES.get(d, d)}: {entry['warning']}")
+                notes += _coverage_note(method, d, values, settings, k)
+        table.rows.append(row)
+    _bold_best(table, [j for j, h in enumerate(header) if h.endswith(" acc")])
+    table.notes = _common_notes(settings, seeds_seen, warnings) + sorted(set(notes)) + list(problems)
+    return table
+
+
+def _coverage_note(method: str, dataset: str, values: dict[int, float], settings: Settings, key: str) -> list[str]:
+    if key != "acc":
+        return []
+    name = f"{METHOD_NAMES.get(method, method)} on {DATASET_NAMES.get(dataset, dataset)}"
+    if not values:
+        return [f"{MISSING}: {name} has no finished run."]
+    missing = sorted(set(settings.seeds) - set(values))
+    if missing:
+        return [f"{name}: {len(values)} of {len(settings.seeds)} seeds finished (missing {missing})."]
+    if len(values) < 2:
+        return [f"{name}: fewer than 2 seeds, no test."]
+    return []
+
+
+def _bold_best(table: Table, columns: list[int]) -> None:
+    for j in columns:
+        means = [(float(row[j].split(" ")[0].rstrip("↑↓")), i) for i, row in enumerate(table.rows)
+                 if row[j] != MISSING]
+        if means:
+            best = max(m for m, _ in means)
+            table.bold |= {(i, j) for m, i in means if m == best}
+
+
+def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
+    """The imbalance diagnostic: each encoder's linear-probe accuracy and the head's per-modality accuracy."""
+    keys = [("acc", "acc"), ("acc_audio", "head audio"), ("acc_visual", "head visual"),
+            ("probe_audio", "probe audio"), ("probe_visual", "probe visual")]
+    header = ["Method"] + [label for _, label in keys] + ["Δ probe visual", "p (Holm)", "d_z"]
+    table = Table(f"imbalance_{dataset}_{protocol}_{fusion}",
+                  f"Uni-modal accuracy (%) on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, "
+                  f"fusion {fusion}: linear probes of the frozen encoders and the head's uni-modal logits", header, [])
+    comp = _comparison(runs, dataset, protocol, fusion, "probe_visual", settings)
+    seeds_seen, warnings = set(), set()
+    for method, f in _cells(runs, dataset, protocol, fusion):
+        row = [cell_label(method, f)]
+        for key, _ in keys:
+            values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
+            seeds_seen |= set(values)
+            row.append(_mean_std(values) + (_marker(comp.get(method)) if key == "probe_visual" and f != "none" else ""))
+        entry = comp.get(method) if f != "none" else None
+        if entry and not entry.get("baseline") and entry["paired"]["p"] is not None:
+            d = entry["paired"]
+            row += [f"{d['mean_diff']:+.1f}", f"{entry['p_holm']:.2g}", f"{d['d_z']:+.2f}" if d["d_z"] is not None
+                    else MISSING]
+            if entry.get("warning"):
+                warnings.add(entry["warning"])
+        else:
+            row += [MISSING, MISSING, MISSING]
+        table.rows.append(row)
+    table.notes = _common_notes(settings, seeds_seen, warnings) + [
+        "Probe: logistic regression on the frozen encoder's train-split features, C chosen on validation, "
+        "scored on test. Head: accuracy of the fusion head's uni-modal logits (concat and sum heads only). "
+        "A joint encoder probing below the uni-modal one was held back by the other modality.",
+        f"Δ probe visual: mean paired difference from {METHOD_NAMES.get(settings.baseline, settings.baseline)}; "
+        "d_z: Cohen's d_z of that difference; — where there is no test (the baseline, uni-modal rows, "
+        "fewer than 2 paired seeds)."]
+    return table
+
+
+def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str, settings: Settings) -> Table:
+    """The significance detail of one metric: confidence intervals, paired differences, raw and Holm p."""
+    header = ["Method", "n", "mean ± std", "95% CI (t)", "95% CI (bootstrap)", "Δ vs baseline", "p", "p (Holm)", "d_z"]
+    table = Table(f"stats_{key}_{dataset}_{protocol}_{fusion}",
+                  f"{key} on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}: "
+                  f"each method against {METHOD_NAMES.get(settings.baseline, settings.baseline)}", header, [])
+    comp = _comparison(runs, dataset, protocol, fusion, key, settings)
+    warnings = set()
+    for method, f in _cells(runs, dataset, protocol, fusion):
+        if f == "none":
+            continue
+        values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
+        s = summarize(list(values.values())) if values else {"n": 0}
+        ci = lambda c: f"[{c[0]:.1f}, {c[1]:.1f}]" if c else MISSING  # noqa: E731
+        row = [METHOD_NAMES.get(method, method), str(s["n"]), _mean_std(values), ci(s.get("ci_t")),
+               ci(s.get("ci_boot"))]
+        entry = comp.get(method, {})
+        if entry.get("baseline") or not entry or entry["paired"]["p"] is None:
+            row += [MISSING] * 4
+        else:
+            d = entry["paired"]
+            row += [f"{d['mean_diff']:+.1f}" + _marker(entry), f"{d['p']:.2g}", f"{entry['p_holm']:.2g}",
+                    f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING]
+            if entry.get("warning"):
+                warnings.add(entry["warning"])
+        table.rows.append(row)
+    table.notes = [f"{TEST_NAMES[settings.test]} on the seeds both runs have; Holm's correction "
+                   f"across the {len(table.rows) - 1} methods compared; significance at p < {settings.alpha}.",
+                   "Bootstrap: BCa over seeds (scipy.stats.bootstrap); t interval: mean ± t(0.975, n-1) · s/√n."
+                   ] + sorted(warnings)
+    return table
+
+
+def published_table(runs: list[Run], source_id: str, source: dict, settings: Settings) -> Table:
+    """A paper's table: its numbers, ours under the same protocol and fusion where we ran them, the difference."""
+    results = source["results"]
+    datasets = sorted({d for per in results.values() for d in per})
+    header = ["Method"] + [f"{DATASET_NAMES.get(d, d)} {k}" for d in datasets for k in ("published", "ours", "Δ")]
+    table = Table(f"published_{source_id}", f"Accuracy (%): {source['title']} beside bml "
+                  f"(protocol {source['protocol']}, fusion {source['fusion']})", header, [])
+    not_run = set()
+    for method, per in results.items():
+        f = "none" if method in UNIMODAL else source["fusion"]
+        row = [METHOD_NAMES.get(method, method)]
+        for d in datasets:
+            pub = per.get(d, {}).get("acc")
+            ours = by_seed(runs, (d, source["protocol"], f, method), "acc", settings.which)
+            mean = float(np.mean(list(ours.values()))) if ours else None
+            if not ours:
+                not_run.add(DATASET_NAMES.get(d, d))
+            row += [f"{pub:.2f}" if pub is not None else MISSING, _mean_std(ours),
+                    f"{mean - pub:+.1f}" if pub is not None and mean is not None else MISSING]
+        table.rows.append(row)
+    table.notes = [f"Published: {source['title']} (params/published.yaml). Ours: mean ± std over seeds, test "
+                   "split, best-on-validation checkpoint, the same protocol and fusion."]
+    if source.get("note"):
+        table.notes.append(f"Note from the source: {source['note']}.")
+    if not_run:
+        table.notes.append(f"{MISSING} under ours: no bml run of that method on {', '.join(sorted(not_run))} under "
+                           f"protocol {source['protocol']} in this results folder (the real datasets are not "
+                           "shipped; see the README to plug them in).")
+    return table
+
+
+def build_tables(runs: list[Run], published: dict, settings: Settings, problems: list[str] = ()) -> list[Table]:
+    """Every table of the report: per (protocol, fusion) the main table; per dataset the imbalance and
+    significance tables; one per published source."""
+    tables = []
+    for protocol, fusion in _groups(runs):
+        tables.append(main_table(runs, protocol, fusion, settings, problems))
+        for dataset in sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion}):
+            tables.append(imbalance_table(runs, dataset, protocol, fusion, settings))
+            for key in ("acc", "probe_visual"):
+                tables.append(stats_table(runs, dataset, protocol, fusion, key, settings))
+    tables += [published_table(runs, sid, source, settings) for sid, source in published.items()]
+    return tables
