@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from bml.figures import CAPTIONS, all_figures
-from bml.results import Run, load_runs
-from bml.stats import compare_to_baseline
-from bml.tables import Settings, Table, build_tables, to_csv, to_latex, to_markdown
+from bml.results import Run, by_seed, load_runs
+from bml.tables import Settings, Table, build_tables, comparison, to_csv, to_latex, to_markdown
 
 SUMMARY_KEYS = ("acc", "macro_f1", "probe_audio", "probe_visual")
 
@@ -35,7 +34,7 @@ def summary(runs: list[Run], settings: Settings) -> dict:
     for cell in cells:
         entry: dict[str, float | int | None] = {}
         for key in SUMMARY_KEYS:
-            values = [r.test[settings.which][key] for r in runs if r.cell == cell and key in r.test[settings.which]]
+            values = list(by_seed(runs, cell, key, settings.which).values())
             if values:
                 entry[f"{key}_mean"] = round(float(np.mean(values)), 3)
                 entry[f"{key}_std"] = round(float(np.std(values, ddof=1)), 3) if len(values) > 1 else None
@@ -43,11 +42,7 @@ def summary(runs: list[Run], settings: Settings) -> dict:
         out["/".join(cell)] = entry
     for dataset, protocol, fusion in sorted({c[:3] for c in cells if c[2] != "none"}):
         for key in ("acc", "probe_visual"):
-            values = {c[3]: {r.seed: r.test[settings.which][key] for r in runs if r.cell == c
-                             and key in r.test[settings.which]} for c in cells if c[:3] == (dataset, protocol, fusion)}
-            if settings.baseline not in values:
-                continue
-            for method, res in compare_to_baseline(values, settings.baseline, settings.test, settings.alpha).items():
+            for method, res in comparison(runs, dataset, protocol, fusion, key, settings).items():
                 if res.get("baseline") or res["paired"]["p"] is None:
                     continue
                 target = out["/".join((dataset, protocol, fusion, method))]

@@ -127,7 +127,7 @@ def _cells(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tu
     return [(m, f) for m in method_order({m for m, _ in found}) for f in ("none", fusion) if (m, f) in found]
 
 
-def _comparison(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str,
+def comparison(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str,
                 settings: Settings) -> dict[str, dict]:
     """compare_to_baseline over the balancing methods of one dataset x protocol x fusion."""
     methods = [m for m, f in _cells(runs, dataset, protocol, fusion) if f == fusion]
@@ -163,7 +163,7 @@ def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, 
     table = Table(f"main_{protocol}_{fusion}", f"Accuracy and macro-F1 (%), protocol {protocol}, fusion {fusion}",
                   header, [])
     seeds_seen, warnings, notes = set(), set(), []
-    comps = {(d, k): _comparison(runs, d, protocol, fusion, k, settings) for d in datasets for k in ("acc", "macro_f1")}
+    comps = {(d, k): comparison(runs, d, protocol, fusion, k, settings) for d in datasets for k in ("acc", "macro_f1")}
     for method in rows_keys:
         f = "none" if method in UNIMODAL else fusion
         row = [cell_label(method, f)]
@@ -213,7 +213,7 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
     table = Table(f"imbalance_{dataset}_{protocol}_{fusion}",
                   f"Uni-modal accuracy (%) on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, "
                   f"fusion {fusion}: linear probes of the frozen encoders and the head's uni-modal logits", header, [])
-    comp = _comparison(runs, dataset, protocol, fusion, "probe_visual", settings)
+    comp = comparison(runs, dataset, protocol, fusion, "probe_visual", settings)
     seeds_seen, warnings = set(), set()
     for method, f in _cells(runs, dataset, protocol, fusion):
         row = [cell_label(method, f)]
@@ -247,7 +247,7 @@ def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: 
     table = Table(f"stats_{key}_{dataset}_{protocol}_{fusion}",
                   f"{key} on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}: "
                   f"each method against {METHOD_NAMES.get(settings.baseline, settings.baseline)}", header, [])
-    comp = _comparison(runs, dataset, protocol, fusion, key, settings)
+    comp = comparison(runs, dataset, protocol, fusion, key, settings)
     warnings = set()
     for method, f in _cells(runs, dataset, protocol, fusion):
         if f == "none":

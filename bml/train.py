@@ -136,26 +136,29 @@ def check_matrix(pipeline: dict, params_dir: Path = PARAMS_DIR) -> None:
             raise ConfigError(f"train.ensemble is true but train.runs lacks {missing} (fusion none), which it combines")
 
 
+def _schema_problems(schema: dict, data: dict) -> list[str]:
+    """One line per violation, naming the key: "key 'optimizer.lr': -1 is less than ..."."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    return [f"key '{'.'.join(map(str, e.absolute_path)) or '(top level)'}': {e.message}" for e in errors]
+
+
+def _refuse(source: str, what: str, problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(f"{source}: invalid {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def _check_protocol(train: dict, source: str) -> None:
-    schema = read_yaml(PROTOCOL_SCHEMA)
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(train), key=lambda e: list(e.absolute_path))
-    problems = [f"key '{'.'.join(map(str, e.absolute_path)) or '(top level)'}': {e.message}" for e in errors]
+    problems = _schema_problems(read_yaml(PROTOCOL_SCHEMA), train)
     if train.get("scheduler", {}).get("name") == "step" and not {"step_size", "gamma"} <= set(train["scheduler"]):
         problems.append("key 'scheduler': a step scheduler needs step_size and gamma")
-    if problems:
-        raise ConfigError(f"{source}: invalid protocol:\n" + "\n".join(f"  - {p}" for p in problems))
+    _refuse(source, "protocol", problems)
 
 
 def _check_method(method: str, params: dict, source: str) -> None:
     schema = read_yaml(METHODS_SCHEMA)
-    if method not in schema["properties"]:
-        return
-    errors = sorted(jsonschema.Draft202012Validator(schema["properties"][method] | {"$defs": schema["$defs"]})
-                    .iter_errors(params), key=lambda e: list(e.absolute_path))
-    problems = [f"key '{'.'.join(map(str, e.absolute_path)) or '(top level)'}': {e.message}" for e in errors]
-    if problems:
-        raise ConfigError(f"{source}: invalid parameters of method {method!r}:\n"
-                          + "\n".join(f"  - {p}" for p in problems))
+    if method in schema["properties"]:
+        problems = _schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, params)
+        _refuse(source, f"parameters of method {method!r}", problems)
 
 
 def config_hash(config: dict) -> str:

@@ -14,7 +14,7 @@ ACTIVE = {"ogm_ge": [], "opm": ["method.warmup_epochs=0"], "mmpareto": [], "rele
 
 
 class Interrupted(Exception):
-    pass
+    """Raised right after the epoch-1 checkpoint is written: the run stops as a killed one would."""
 
 
 @pytest.mark.parametrize("method", sorted(ACTIVE))
