@@ -1,24 +1,17 @@
-"""bml's workflow: the embedded (or a real) dataset from video files to packed features, then the
-default training matrix (params/params.yaml: train) through `bml train`, then the tables, figures and
-report page (`bml report`, reports/index.html).
+"""bml's workflow: every dataset of the matrix from its video files (or its generator) to packed features,
+then every training cell, then the tables, figures and report page (`bml report`, reports/index.html).
 
-    snakemake --cores all                  # the default profile (workflow/profiles/default) applies
-    snakemake -n                           # what would run
-    snakemake --profile workflow/profiles/slurm  # the same workflow on a SLURM cluster
-The config (params/params.yaml) is validated before any job is scheduled.
+    snakemake --cores all --resources gpu=4      # profiles/default applies by itself
+    snakemake -n                                 # what would run
+    snakemake --profile profiles/slurm           # the same workflow on a SLURM cluster
+
+params/ is resolved into the plan (bml/plan.py) before any job is scheduled: a bad name or value is
+refused here. Each rule's `values` param is the hash of what decides its outputs, so a changed value
+reruns exactly the jobs it reaches.
 """
-
-from pathlib import Path
-
-from bml.config import validate_config
-from bml.train import check_matrix
 
 
 configfile: f"{workflow.basedir}/params/params.yaml"
-
-
-validate_config(config, source="params/params.yaml (with any --config overrides)")
-check_matrix(config, Path(workflow.basedir) / "params")  # every (method, fusion) cell and its protocol, resolved before any job starts
 
 
 include: "workflow/rules/common.smk"
@@ -31,5 +24,5 @@ rule all:
     default_target: True
     input:
         packed_splits(),
-        train_targets(),
-        f"{REPORT}/index.html",
+        [f"{cell.run_dir}/metrics.json" for cell in PLAN.cells],
+        f"{LAYOUT.report_dir}/index.html",

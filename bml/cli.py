@@ -1,129 +1,161 @@
 """The `bml` command: the entry points that Snakemake rules, DVC stages and users all call.
 
-Every value comes in as an explicit option (Snakemake and DVC fill them from params/params.yaml), so
-the same command does the same thing from any of the three. Heavy imports happen inside the commands:
-`bml extract-frames` should not pay for importing torch.
+Every pipeline command resolves the same plan (bml/plan.py) from params/ and the same overrides, so a
+stage does the same thing from any of the three: Snakemake passes its --config overrides (`--overrides`)
+and the hash it planned (`--expect-hash`, refused if params/ changed since), DVC runs it as it stands.
+Heavy imports happen inside the commands: planning and extraction never pay for importing torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 
-def _shards(args: argparse.Namespace) -> list[int] | None:
-    return None if args.shard is None else [args.shard]
+def _plan(args: argparse.Namespace):
+    from bml.plan import load_plan
+
+    return load_plan(args.params_dir, json.loads(args.overrides) if args.overrides else None)
+
+
+def _expect(args: argparse.Namespace, what: str, actual: str) -> None:
+    from bml.config import ConfigError
+
+    if args.expect_hash and args.expect_hash != actual:
+        raise ConfigError(f"{what}: its values changed since the workflow was planned (hash {args.expect_hash}, "
+                          f"now {actual}); start the workflow again")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from bml.plan import digest
+    from bml.dvc_stages import check_dvc_yaml, dvc_yaml, write_witnesses
+
+    plan = _plan(args)
+    if args.write:
+        n = write_witnesses(plan, Path(args.write))
+        print(f"bml plan: {n} stage witnesses in {args.write}")
+    if args.check_dvc:
+        check_dvc_yaml(plan, Path(args.check_dvc))
+    if args.dvc_yaml:
+        Path(args.dvc_yaml).write_text(dvc_yaml(plan))
+        print(f"bml plan: wrote {args.dvc_yaml} ({len(plan.cells)} training stages)")
+    if not (args.write or args.check_dvc or args.dvc_yaml):
+        for d in plan.datasets:
+            print(f"dataset {d}: manifest {plan.layout.manifest(d)}  [{digest(plan.dataset_values(d))}]")
+        for r in plan.recipes:
+            print(f"features {r.key}: {r.n_shards} shards -> {plan.layout.packed_dir(r.dataset, r.name)}  "
+                  f"[{digest(r.values)}]")
+        for c in plan.cells:
+            print(f"cell {c.name}: {c.run_dir}  [{c.hash}]" + (f"  needs {list(c.requires)}" if c.requires else ""))
+        print(f"{len(plan.cells)} cells")
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from bml.config import load_config
-
-    load_config(args.path)
-    print(f"{args.path}: valid")
-
-
-def cmd_generate(args: argparse.Namespace) -> None:
-    from bml.config import avdigits_settings
-    from bml.data.avdigits import generate
-
-    settings = avdigits_settings(args.preset, args.settings)
-    generate(args.out, n_clips=args.n_clips, seed=args.seed, settings=settings, workers=args.workers)
+    plan = _plan(args)
+    print(f"{Path(args.params_dir) / 'params.yaml'}: valid ({len(plan.cells)} cells, {len(plan.recipes)} feature "
+          f"recipes, datasets {sorted(plan.datasets)})")
 
 
-def _report(records: list[dict], what: str) -> None:
-    bad = [r for r in records if r["status"] != "ok"]
-    print(f"{what}: {len(records) - len(bad)} clips done, {len(bad)} skipped")
+def cmd_manifest(args: argparse.Namespace) -> None:
+    from bml.data.sources import build_manifest
+    from bml.plan import digest
+
+    plan = _plan(args)
+    if args.dataset not in plan.datasets:
+        raise SystemExit(f"bml manifest: dataset {args.dataset!r} is not in the matrix; it has {sorted(plan.datasets)}")
+    _expect(args, f"dataset {args.dataset}", digest(plan.dataset_values(args.dataset)))
+    build_manifest(plan.datasets[args.dataset], plan.layout, workers=args.workers or plan.pipeline["extract"]["workers"])
 
 
-def cmd_extract_frames(args: argparse.Namespace) -> None:
-    from bml.data.extract import frames_work, run_shards
+def cmd_extract(args: argparse.Namespace) -> None:
+    from bml.data.extract import Limits, extract_shard, shard_rows
+    from bml.data.manifest import read_manifest
+    from bml.plan import digest
 
-    records = run_shards(args.manifest, args.out, args.n_shards, frames_work(args.fps, args.jpeg_quality),
-                         shards=_shards(args), workers=args.workers)
-    _report(records, "extract-frames")
-
-
-def cmd_extract_audio(args: argparse.Namespace) -> None:
-    from bml.data.extract import audio_work, run_shards
-
-    records = run_shards(args.manifest, args.out, args.n_shards, audio_work(args.sample_rate),
-                         shards=_shards(args), workers=args.workers)
-    _report(records, "extract-audio")
-
-
-def cmd_spectrograms(args: argparse.Namespace) -> None:
-    import numpy as np
-    import soundfile
-
-    from bml.data.audio import load_presets, spectrogram
-    from bml.data.extract import INDEX_NAME, read_index, run_shard
-
-    presets = load_presets(args.presets)
-    if args.preset not in presets:
-        raise SystemExit(f"bml spectrograms: unknown preset {args.preset!r}; choose one of {sorted(presets)}")
-    preset = presets[args.preset]
-
-    def work(row: dict, shard_dir: Path) -> int:
-        wav = Path(args.audio) / shard_dir.name / f"{row['clip_id']}.wav"
-        waveform, rate = soundfile.read(wav, dtype="float32")
-        spec = spectrogram(waveform, rate, preset)
-        tmp = shard_dir / f"{row['clip_id']}.tmp.npy"
-        np.save(tmp, spec.astype(np.float32))
-        tmp.rename(shard_dir / f"{row['clip_id']}.npy")
-        return int(spec.shape[-1])
-
-    shards = _shards(args) if args.shard is not None else range(args.n_shards)
-    records = []
+    plan = _plan(args)
+    recipe = plan.recipe(args.dataset, args.recipe)
+    _expect(args, f"features {recipe.key}", digest(recipe.values))
+    rows, _ = read_manifest(plan.layout.manifest(args.dataset))
+    ex = plan.pipeline["extract"]
+    shards = range(recipe.n_shards) if args.shard is None else [args.shard]
     for k in shards:
-        index = Path(args.audio) / f"shard{k}" / INDEX_NAME
-        if not index.is_file():
-            raise SystemExit(f"bml spectrograms: {index} is missing; run extract-audio for shard {k} first")
-        rows = [r for r in read_index(index) if r["status"] == "ok"]
-        records += run_shard(rows, Path(args.out) / f"shard{k}", work)
-    _report(records, "spectrograms")
+        statuses = extract_shard(shard_rows(rows, k, recipe.n_shards), plan.datasets[args.dataset].modalities,
+                                 recipe.values["settings"], plan.layout.shard(args.dataset, args.recipe, k),
+                                 Limits(ex["min_decoded_share"], ex["max_decode_errors"]))
+        bad = sum(s["status"] != "ok" for s in statuses)
+        print(f"extract {recipe.key} shard {k}: {len(statuses) - bad} clips, {bad} skipped")
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
     from bml.data.pack import pack
 
-    pack(args.manifest, args.frames, args.audio, args.spectrograms, args.out,
-         n_frames=args.n_frames, frame_size=args.frame_size, summary_path=args.summary)
+    plan = _plan(args)
+    recipe = plan.recipe(args.dataset, args.recipe)
+    lay = plan.layout
+    pack(lay.manifest(args.dataset), [lay.shard(args.dataset, args.recipe, k) for k in range(recipe.n_shards)],
+         lay.packed_dir(args.dataset, args.recipe), Path(lay.recipe_dir(args.dataset, args.recipe)) / "summary.json")
+
+
+def resolve_train_cell(args: argparse.Namespace):
+    """The cell `bml train` runs: by name from the matrix, or from --dataset/--protocol/... with --set."""
+    from bml.config import ConfigError
+    from bml.plan import Layout, load_dataset, load_pipeline, resolve_cell
+
+    if args.cell:
+        if args.set:
+            raise ConfigError("--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
+                              "--seed, not with --cell (a matrix cell is what params/ says)")
+        return _plan(args).cell(args.cell)
+    pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
+    layout = Layout(pipeline["data_root"], args.results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
+    dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
+    return resolve_cell(dataset, args.protocol, args.method, args.fusion, args.seed, Path(args.params_dir), pipeline,
+                        layout, tuple(args.set or ()))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    cell = resolve_train_cell(args)
+    _expect(args, f"cell {cell.name}", cell.hash)
+    if args.device in ("auto", "cuda"):
+        from bml.gpu import claim_gpu, describe
+
+        claim_gpu()  # before torch is imported: CUDA reads CUDA_VISIBLE_DEVICES once
+        print(f"bml train: {describe()}", file=sys.stderr)
     import torch
 
-    from bml.train import TrainingError, resolve_config, train
+    from bml.train import TrainingError, train
 
-    config = resolve_config(args.dataset, args.protocol, args.method, args.fusion, args.seed, args.set or [],
-                            params_dir=Path(args.params_dir))
-    if args.results_root:
-        config["paths"]["results_root"] = args.results_root
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        result = train(config, device=args.device, restart=args.restart)
+        result = train(cell.config, device=args.device, restart=args.restart)
     except TrainingError as err:
         print(f"bml train: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     best = result["test"]["best"]
-    print(f"{args.dataset}/{args.protocol}/{args.fusion}/{args.method}/seed{args.seed}: test acc {best['acc']:.2f} "
-          f"(best on val, epoch {result['best_epoch']}), last epoch {result['test']['last']['acc']:.2f}")
+    print(f"{cell.name}: test acc {best['acc']:.2f} (best on val, epoch {result['best_epoch']}), "
+          f"last epoch {result['test']['last']['acc']:.2f}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from bml.config import load_config, read_yaml
+    from bml.config import read_yaml
     from bml.report import build_report
     from bml.tables import Settings
 
-    params_dir = Path(args.params_dir)
-    pipeline = load_config(params_dir / "params.yaml")
-    r = pipeline["report"]
-    settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"],
-                        seeds=tuple(pipeline["train"]["seeds"]))
-    build_report(args.results_root or pipeline["results_root"], args.out or r["out_dir"],
-                 read_yaml(params_dir / "published.yaml"), settings)
+    plan = _plan(args)
+    r = plan.pipeline["report"]
+    seeds = tuple(sorted({c.seed for c in plan.cells}))
+    settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
+    build_report(plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings)
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from bml.data.adapters import ADAPTERS, adapter
+
+    for name in sorted(ADAPTERS):
+        print(f"{name}:\n" + "\n".join(f"  {line}" for line in adapter(name).EXPECTS.strip().splitlines()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,61 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check-config", help="validate a parameter file against the schema")
-    p.add_argument("path", nargs="?", default="params/params.yaml")
+    def planned(p: argparse.ArgumentParser, expect: bool = True) -> argparse.ArgumentParser:
+        p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder (default: the project's)")
+        p.add_argument("--overrides", default=None, metavar="JSON",
+                       help="overrides of params.yaml, nested (what Snakemake's --config holds)")
+        if expect:
+            p.add_argument("--expect-hash", default=None, help="refuse to run if the stage's values changed")
+        return p
+
+    p = planned(sub.add_parser("plan", help="list every stage and cell the matrix makes, with its hash"), False)
+    p.add_argument("--write", metavar="DIR", help="write one witness file per stage (what DVC compares)")
+    p.add_argument("--dvc-yaml", metavar="PATH", help="write dvc.yaml for this plan")
+    p.add_argument("--check-dvc", metavar="PATH", help="fail if PATH is not the dvc.yaml this plan makes")
+    p.set_defaults(func=cmd_plan)
+
+    p = planned(sub.add_parser("check-config", help="check params/ and every name it uses, without running"), False)
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("generate", help="generate the embedded avdigits dataset as MP4 files")
-    p.add_argument("--preset", default="audio_dominant")
-    p.add_argument("--n-clips", type=int, default=1200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--settings", default=str(PARAMS_DIR / "datasets" / "avdigits.yaml"))
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_generate)
+    p = planned(sub.add_parser("manifest", help="generate (avdigits) or list (a release) a dataset's clips"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--workers", type=int, default=0, help="generator processes (default: params.yaml extract.workers)")
+    p.set_defaults(func=cmd_manifest)
 
-    def sharded(p: argparse.ArgumentParser, workers: bool = True) -> None:
-        p.add_argument("--n-shards", type=int, default=1)
-        p.add_argument("--shard", type=int, default=None, help="one shard (default: all of them)")
-        if workers:
-            p.add_argument("--workers", type=int, default=1, help="shards processed at once (ffmpeg runs them)")
-        p.add_argument("--out", required=True)
+    p = planned(sub.add_parser("extract", help="decode every clip of a shard into packed records (one ffmpeg each)"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--shard", type=int, default=None, help="one shard (default: all of them)")
+    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("extract-frames", help="video frames as numbered JPEGs, per shard")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--fps", type=float, required=True)
-    p.add_argument("--jpeg-quality", type=int, default=2)
-    sharded(p)
-    p.set_defaults(func=cmd_extract_frames)
-
-    p = sub.add_parser("extract-audio", help="audio tracks as mono 16-bit WAV, per shard")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--sample-rate", type=int, required=True)
-    sharded(p)
-    p.set_defaults(func=cmd_extract_audio)
-
-    p = sub.add_parser("spectrograms", help="spectrograms of the extracted WAVs under a named preset")
-    p.add_argument("--audio", required=True, help="the extract-audio output folder")
-    p.add_argument("--preset", required=True)
-    p.add_argument("--presets", default=str(PARAMS_DIR / "audio_presets.yaml"), help="the preset file")
-    sharded(p, workers=False)  # torch already uses every core for one shard
-    p.set_defaults(func=cmd_spectrograms)
-
-    p = sub.add_parser("pack", help="one memory-mappable file of features per split")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--frames", required=True)
-    p.add_argument("--audio", required=True)
-    p.add_argument("--spectrograms", required=True)
-    p.add_argument("--n-frames", type=int, required=True)
-    p.add_argument("--frame-size", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--summary", default=None, help="counts as JSON (default: <out>/summary.json)")
+    p = planned(sub.add_parser("pack", help="join the shards into one memory-mappable file per split"), False)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--recipe", required=True)
     p.set_defaults(func=cmd_pack)
 
-    p = sub.add_parser("train", help="train (or resume) one run and evaluate it",
-                       description="Train one (dataset, protocol, method, fusion, seed) cell; resumes from its "
-                                   "last checkpoint by itself. Writes results/<dataset>/<protocol>/<fusion>/"
-                                   "<method>/seed<k>/metrics.json and logs the run to MLflow.")
+    p = planned(sub.add_parser("train", help="train (or resume) one run and evaluate it",
+                               description="Train one cell; resumes from its last checkpoint by itself. Writes "
+                                           "results/<dataset>/<protocol>/<fusion>/<method>/seed<k>/metrics.json "
+                                           "and logs the run to MLflow."))
+    p.add_argument("--cell", default=None, help="a cell of the matrix by name (`bml plan` lists them)")
     p.add_argument("--dataset", default="avdigits")
     p.add_argument("--protocol", default="embedded", help="a file in params/protocols/")
     p.add_argument("--method", default="joint")
@@ -194,20 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a value, e.g. train.epochs=2 or method.alpha=0.5 (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:1")
+    p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
+    p.add_argument("--device", default="auto", help="auto (the GPU this job claims, if any), cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder to read (default: the project's)")
-    p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs",
-                       description="Read results/**/metrics.json and write reports/: tables (md, tex, csv), "
-                                   "figures (png, pdf), index.html and summary.json (params.yaml: report).")
-    p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder to read (default: the project's)")
-    p.add_argument("--results-root", default=None, help="where the run folders are (default: params.yaml results_root)")
-    p.add_argument("--out", default=None, help="output folder (default: params.yaml report.out_dir)")
+    p = planned(sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs"),
+                False)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("datasets", help="the real datasets bml reads, and what each expects on disk")
+    p.set_defaults(func=cmd_datasets)
     return parser
 
 

@@ -1,11 +1,15 @@
-"""Reading and validating bml's parameter files (params/), the one source of truth.
+"""Reading and checking bml's parameter files (params/): YAML in, checked dicts out, torch-free.
 
-Snakemake, DVC and the `bml` command all go through `validate_config`, so a bad value is refused the
-same way, before any job starts, with a message naming the key and what is allowed.
+Every file goes through `read_yaml`, whose loader reads numbers as YAML 1.2 does (`1e-3`, `1e6` and `1.0e-4`
+are floats; PyYAML alone reads the first two as strings), and every check through `refuse`, so a bad value
+is refused the same way from Snakemake, DVC and the `bml` command: before any job starts, naming the file,
+the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +18,74 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = PROJECT_ROOT / "params"
-CONFIG_SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMAS_DIR = PROJECT_ROOT / "workflow" / "schemas"
 
 
 class ConfigError(ValueError):
     """A configuration value that bml refuses; the message names the file, the key and the choices."""
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads YAML 1.2 floats: a mantissa without a dot and an exponent without a sign."""
+
+
+# YAML 1.2 core-schema floats; integers still resolve first (PyYAML checks its int pattern before this one)
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?$"
+                    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str = "<text>") -> Any:
+    """YAML text -> data, numbers as numbers (`1e-3` is a float)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+
+
+def parse_value(raw: str) -> Any:
+    """One command-line value (`--set key=1e-3`, `--config n=400`): typed as YAML reads it."""
+    return parse_yaml(raw, source=f"value {raw!r}") if raw.strip() else raw
+
+
+def typed(value: Any) -> Any:
+    """Strings nested in a structure (Snakemake's --config leaves `'400'` a string) parsed as YAML scalars."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if isinstance(value, str) and (_FLOAT.match(value.strip()) or value in ("true", "false", "null")):
+        return parse_value(value)
+    return value
+
+
+_READ: dict[tuple, dict] = {}  # (path, mtime, size) -> parsed: planning reads each file once per process
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such parameter file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _READ:
+        data = parse_yaml(path.read_text(), source=str(path))
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        _READ[key] = data
+    return copy.deepcopy(_READ[key])
+
+
+def merge(base: dict, update: dict) -> dict:
+    """A deep copy of `base` with `update` merged in, nested mappings key by key."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -40,34 +94,24 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         return f"key '{key}': {error.instance!r} is not allowed; choose one of {schema['enum']}"
     if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        return f"key '{key}': {error.message}; allowed keys are {allowed}"
-    if error.validator == "required":
-        return f"key '{key}': {error.message}"
+        return f"key '{key}': {error.message}; allowed keys are {sorted(schema.get('properties', {}))}"
     return f"key '{key}': {error.message}"
 
 
-def validate_config(config: dict[str, Any], source: str | Path = "config",
-                    schema_path: str | Path = CONFIG_SCHEMA) -> dict[str, Any]:
-    """Raise ConfigError listing every violation of the schema; return the config unchanged."""
-    schema = read_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
-        raise ConfigError(f"{source}: invalid configuration (schema {Path(schema_path).name}):\n{lines}")
-    return config
+def schema_problems(schema: dict | str, data: Any) -> list[str]:
+    """One line per violation of a JSON schema (a dict, or a file name under workflow/schemas/)."""
+    if isinstance(schema, str):
+        schema = read_yaml(SCHEMAS_DIR / schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    return [_describe(e) for e in errors]
 
 
-def load_config(path: str | Path = PARAMS_DIR / "params.yaml") -> dict[str, Any]:
-    """The validated pipeline configuration."""
-    return validate_config(read_yaml(path), source=path)
+def refuse(source: str | Path, what: str, problems: list[str]) -> None:
+    """Raise one ConfigError listing every problem, or return when there is none."""
+    if problems:
+        raise ConfigError(f"{source}: invalid {what}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def avdigits_settings(preset: str, path: str | Path = PARAMS_DIR / "datasets" / "avdigits.yaml") -> dict:
-    """The generator's settings for one preset: the shared `common` block with the preset's knobs on top."""
-    spec = read_yaml(path)
-    presets = spec.get("presets", {})
-    if preset not in presets:
-        raise ConfigError(f"{path}: unknown avdigits preset {preset!r}; choose one of {sorted(presets)}")
-    return {**spec["common"], **presets[preset], "preset": preset}
+def check(data: Any, schema: str, source: str | Path, what: str) -> Any:
+    refuse(source, what, schema_problems(schema, data))
+    return data

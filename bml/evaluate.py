@@ -1,65 +1,73 @@
-"""Evaluation: what the tables report for one trained model.
+"""Evaluation: what the tables report for one trained model, for any number of modalities.
 
 - accuracy, macro-F1 and mAP (macro average precision over the classes present) of the fused logits;
-- per-modality accuracy from the head's uni-modal logits, where the fusion has them
-  (bml/models/fusion.py; ../shared/METHODS.md);
-- linear-probe accuracy of each frozen encoder: a logistic regression on train-split features, its C
-  chosen on validation, scored on test. This is the BML papers' measure of an under-optimized modality
-  (e.g. Peng et al., CVPR 2022; Wei et al., TPAMI 2024): a joint model's encoder that probes below a
-  uni-modal model's encoder was held back by the other modality;
-- robustness: accuracy with one modality's input zeroed, and with Gaussian noise added to one modality's
-  input (std `noise_std` times that input's own std over the batch).
+- per-modality accuracy (`acc_<m>`) from the per-modality logits, where the model has them
+  (bml/models/; ../shared/METHODS.md);
+- linear-probe accuracy of each frozen encoder (`probe_<m>`): a multinomial logistic regression on
+  train-split features, its C chosen on validation, scored on test. The BML papers' measure of an
+  under-optimized modality (e.g. Peng et al., CVPR 2022; Wei et al., TPAMI 2024): a joint model's
+  encoder that probes below a uni-modal model's encoder was held back by the other modality;
+- robustness: accuracy with one modality's input zeroed (`acc_zero_<m>`), and with Gaussian noise added
+  to it (`acc_noise_<m>`, std `noise_std` times that input's own std over the batch);
+- the Shapley share of each modality (`shapley_<m>`): the mean over test samples of its Shapley value in
+  the game v(S) = |S| if the model is right with the other modalities zeroed, else 0 (Wei et al.,
+  "Enhancing multimodal cooperation via sample-level modality valuation", CVPR 2024; for two modalities
+  phi_a = (v_a + v_av - v_v) / 2): how much each modality contributes to correct predictions;
+- whatever the method adds (`Method.evaluations`).
 
 Model selection happens on validation; test is scored only for the checkpoints chosen (bml/train.py).
 """
 
 from __future__ import annotations
 
-import warnings
+import itertools
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from bml.data.loader import PackedSplit, make_loader, prepare_frames
+from bml.data.loader import PackedSplit, make_loader
+from bml.models.model import unimodal_logits
 
-Corruption = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Inputs = dict[str, torch.Tensor]
 
 
-def has_unimodal_logits(model: nn.Module) -> bool:
-    fusion = getattr(model, "fusion", None)
-    return bool(getattr(fusion, "has_unimodal_logits", False) or getattr(model, "has_unimodal_logits", False))
+class NonFiniteError(FloatingPointError):
+    """Evaluation met NaN or infinite features or logits; names the split."""
 
 
 @torch.no_grad()
-def collect(model: nn.Module, dataset: PackedSplit, device: torch.device, frame_norm: tuple[list, list],
-            batch_size: int = 256, corrupt: Corruption | None = None) -> dict[str, np.ndarray]:
-    """Fused logits, uni-modal logits (where the head has them), features and labels of a whole split."""
+def collect(model: nn.Module, predict: Callable, dataset: PackedSplit, device: torch.device,
+            prepare: Callable[[Inputs], Inputs], batch_size: int = 256,
+            corrupt: Callable[[Inputs], Inputs] | None = None) -> dict:
+    """Fused logits, features, per-modality logits and labels of a whole split, as numpy arrays:
+    {"logits": (N, C), "label": (N,), "features": {m: (N, D_m)}, "unimodal": {m: (N, C)}}."""
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list] = {"logits": [], "label": []}
+    features: dict[str, list] = {}
+    unimodal: dict[str, list] = {}
     for batch in make_loader(dataset, batch_size):
-        audio = batch["audio"].to(device)
-        frames = prepare_frames(batch["frames"].to(device), *frame_norm)
+        inputs = prepare({m: x.to(device) for m, x in batch["inputs"].items()})
         if corrupt is not None:
-            audio, frames = corrupt(audio, frames)
-        out = model(audio, frames)
-        found = {"logits": out["logits"], "label": batch["label"]}
-        for key in ("f_a", "f_v"):
-            if key in out:
-                found[key] = out[key]
-        if "z_a" in out:  # a model that computes its own uni-modal logits (the ensemble)
-            found["z_a"], found["z_v"] = out["z_a"], out["z_v"]
-        elif has_unimodal_logits(model):
-            found["z_a"], found["z_v"] = model.unimodal_logits(out["f_a"], out["f_v"])
-        for key, value in found.items():
-            parts.setdefault(key, []).append(value.float().cpu().numpy() if value.is_floating_point()
-                                             else value.cpu().numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+            inputs = corrupt(inputs)
+        out = predict(model, inputs)
+        parts["logits"].append(out.logits.float().cpu().numpy())
+        parts["label"].append(batch["label"].numpy())
+        for m, f in out.features.items():
+            features.setdefault(m, []).append(f.float().cpu().numpy())
+        for m, z in unimodal_logits(model, out).items():
+            unimodal.setdefault(m, []).append(z.float().cpu().numpy())
+    found = {k: np.concatenate(v) for k, v in parts.items()}
+    found["features"] = {m: np.concatenate(v) for m, v in features.items()}
+    found["unimodal"] = {m: np.concatenate(v) for m, v in unimodal.items()}
+    bad = [k for k in ("logits",) if not np.isfinite(found[k]).all()]
+    bad += [f"features of {m}" for m, f in found["features"].items() if not np.isfinite(f).all()]
+    if bad:
+        raise NonFiniteError(f"{dataset.path}: non-finite {', '.join(bad)} at evaluation")
+    return found
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -74,96 +82,134 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
             "map": 100.0 * float(average_precision_score(onehot, probs[:, present], average="macro"))}
 
 
-def modality_accuracies(found: dict[str, np.ndarray], model: nn.Module) -> dict[str, float]:
-    """acc_audio / acc_visual from the uni-modal logits; a uni-modal model's own accuracy for its modality."""
-    labels = found["label"]
-    if "z_a" in found:
-        return {"acc_audio": 100.0 * float((found["z_a"].argmax(1) == labels).mean()),
-                "acc_visual": 100.0 * float((found["z_v"].argmax(1) == labels).mean())}
-    modality = getattr(model, "modality", None)
-    if modality is not None:
-        return {f"acc_{modality}": 100.0 * float((found["logits"].argmax(1) == labels).mean())}
-    return {}
+def modality_accuracies(found: dict) -> dict[str, float]:
+    """acc_<m> from each modality's own logits (a uni-modal model's are its logits)."""
+    return {f"acc_{m}": 100.0 * float((z.argmax(1) == found["label"]).mean()) for m, z in found["unimodal"].items()}
+
+
+def _fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, max_iter: int,
+                 start: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmin over (W, b) of mean CE(xW + b, y) + |W|^2 / (2 C n): scikit-learn's LogisticRegression objective
+    (C * sum of losses + |W|^2 / 2, intercept unpenalised) divided by C n, by L-BFGS."""
+    w = (start[0].clone() if start else torch.zeros(x.shape[1], n_classes, dtype=x.dtype)).requires_grad_()
+    b = (start[1].clone() if start else torch.zeros(n_classes, dtype=x.dtype)).requires_grad_()
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
+                            history_size=20, line_search_fn="strong_wolfe")
+    penalty = 1.0 / (2.0 * c * len(y))
+
+    def objective() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + penalty * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    return w.detach(), b.detach()
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                  test_x: np.ndarray | None = None, test_y: np.ndarray | None = None,
-                 cs: tuple[float, ...] = (0.01, 0.1, 1.0), max_iter: int = 100) -> dict[str, float]:
-    """Logistic regression on standardised frozen features; C chosen by validation accuracy (ties: the
-    smaller C). Returns val accuracy at the chosen C and, if given, test accuracy, in percent.
+                 cs: tuple[float, ...] = (0.01, 0.1, 1.0), max_iter: int = 100,
+                 n_classes: int | None = None) -> dict[str, float]:
+    """Multinomial logistic regression on standardised frozen features; C chosen by validation accuracy
+    (ties: the smaller C), each C warm-started from the last. Val (and test) accuracy in percent.
 
-    The Cs are fit in increasing order, each warm-started from the last, with tol 1e-3 and at most
-    `max_iter` L-BFGS steps: raw encoder features are ill-conditioned and a cold fit to tol 1e-4 took
-    seconds per C on avdigits, for the same accuracy within about a point.
+    Full-batch L-BFGS in float64 on features already in memory: milliseconds where scikit-learn's solver
+    took seconds per C on the same features, for the same objective (tests/test_evaluate.py compares them).
     """
-    scaler = StandardScaler().fit(train_x)
-    train_x, val_x = scaler.transform(train_x), scaler.transform(val_x)
-    best = None
-    clf = LogisticRegression(max_iter=max_iter, tol=1e-3, warm_start=True)
-    for c in sorted(cs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.set_params(C=c).fit(train_x, train_y)
-        acc = float((clf.predict(val_x) == val_y).mean())
-        if best is None or acc > best[0]:
-            test_pred = None if test_x is None else clf.predict(scaler.transform(test_x))
-            best = (acc, c, test_pred)
+    n_classes = n_classes or int(max(train_y.max(), val_y.max()) + 1)
+    mean, std = train_x.mean(0), train_x.std(0)
+    std = np.where(std > 0, std, 1.0)
+
+    def prep(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((a - mean) / std).double()
+
+    x, y, vx = prep(train_x), torch.from_numpy(np.asarray(train_y, dtype=np.int64)), prep(val_x)
+    best, start = None, None
+    with torch.enable_grad():
+        for c in sorted(cs):
+            start = _fit_softmax(x, y, n_classes, c, max_iter, start)
+            acc = float(((vx @ start[0] + start[1]).argmax(1).numpy() == val_y).mean())
+            if best is None or acc > best[0]:
+                best = (acc, c, start)
     result = {"val_acc": 100.0 * best[0], "C": best[1]}
     if test_x is not None:
-        result["test_acc"] = 100.0 * float((best[2] == test_y).mean())
+        w, b = best[2]
+        result["test_acc"] = 100.0 * float(((prep(test_x) @ w + b).argmax(1).numpy() == test_y).mean())
     return result
 
 
-def probes(train: dict, val: dict, test: dict | None, cs: tuple[float, ...], max_iter: int = 100) -> dict[str, float]:
-    """probe_audio / probe_visual for each encoder the model has (test accuracy, or val without test)."""
+def probes(train: dict, val: dict, test: dict | None, cs: tuple[float, ...], max_iter: int,
+           n_classes: int) -> dict[str, float]:
+    """probe_<m> for each encoder of the model (test accuracy, or val accuracy without test)."""
     result = {}
-    for key, name in (("f_a", "audio"), ("f_v", "visual")):
-        if key not in train:
-            continue
-        r = linear_probe(train[key], train["label"], val[key], val["label"],
-                         None if test is None else test[key], None if test is None else test["label"], cs, max_iter)
-        result[f"probe_{name}"] = r["test_acc"] if test is not None else r["val_acc"]
+    for m in train["features"]:
+        r = linear_probe(train["features"][m], train["label"], val["features"][m], val["label"],
+                         None if test is None else test["features"][m], None if test is None else test["label"],
+                         cs, max_iter, n_classes)
+        result[f"probe_{m}"] = r["test_acc"] if test is not None else r["val_acc"]
     return result
 
 
-def zero(modality: str) -> Corruption:
-    def corrupt(audio: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros_like(audio), frames) if modality == "audio" else (audio, torch.zeros_like(frames))
-    return corrupt
+def zeroed(modalities: tuple[str, ...]) -> Callable[[Inputs], Inputs]:
+    return lambda inputs: {m: torch.zeros_like(x) if m in modalities else x for m, x in inputs.items()}
 
 
-def gaussian_noise(modality: str, noise_std: float, seed: int) -> Corruption:
+def noised(modality: str, noise_std: float, seed: int) -> Callable[[Inputs], Inputs]:
     """Add N(0, (noise_std * std(x))^2) to one modality's input x; the noise is fixed by `seed`."""
     generator = torch.Generator().manual_seed(seed)
 
-    def corrupt(audio: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = audio if modality == "audio" else frames
+    def corrupt(inputs: Inputs) -> Inputs:
+        x = inputs[modality]
         noise = torch.randn(x.shape, generator=generator).to(x.device) * (noise_std * x.std())
-        return (x + noise, frames) if modality == "audio" else (audio, x + noise)
+        return {**inputs, modality: x + noise}
+
     return corrupt
 
 
-def robustness(model: nn.Module, dataset: PackedSplit, device: torch.device, frame_norm: tuple[list, list],
-               noise_std: float, seed: int) -> dict[str, float]:
-    """Accuracy with each modality zeroed and with each modality noised."""
-    result = {}
-    for modality in ("audio", "visual"):
-        for name, corrupt in ((f"acc_zero_{modality}", zero(modality)),
-                              (f"acc_noise_{modality}", gaussian_noise(modality, noise_std, seed))):
-            found = collect(model, dataset, device, frame_norm, corrupt=corrupt)
-            result[name] = 100.0 * float((found["logits"].argmax(1) == found["label"]).mean())
-    return result
+def shapley_shares(correct: dict[frozenset, np.ndarray], modalities: tuple[str, ...]) -> dict[str, float]:
+    """Mean Shapley value per modality of the game v(S) = |S| * correct(S) (v of the empty set is 0)."""
+    n = len(modalities)
+    out = {}
+    for m in modalities:
+        others = [o for o in modalities if o != m]
+        phi = 0.0
+        for k in range(n):
+            weight = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, k):
+                s = frozenset(subset)
+                with_m = (k + 1) * correct[s | {m}]
+                without = k * correct[s] if s else 0.0
+                phi = phi + weight * (with_m - without)
+        out[f"shapley_{m}"] = float(np.mean(phi))
+    return out
 
 
-def evaluate_model(model: nn.Module, splits: dict[str, PackedSplit], device: torch.device,
-                   frame_norm: tuple[list, list], probe_cs: tuple[float, ...], probe_max_iter: int,
-                   noise_std: float, seed: int) -> dict[str, float]:
+def evaluate_model(model: nn.Module, predict: Callable, splits: dict[str, PackedSplit], device: torch.device,
+                   prepare: Callable[[Inputs], Inputs], eval_cfg: dict, seed: int, n_classes: int,
+                   extra: Callable[[dict], dict] | None = None) -> dict[str, float]:
     """Every final metric of one model on the test split (probes fit on train, C chosen on val)."""
-    found = {name: collect(model, ds, device, frame_norm) for name, ds in splits.items()}
+    found = {name: collect(model, predict, ds, device, prepare) for name, ds in splits.items()}
     test = found["test"]
     metrics = classification_metrics(test["logits"], test["label"])
-    metrics.update(modality_accuracies(test, model))
-    metrics.update(probes(found["train"], found["val"], test, probe_cs, probe_max_iter))
-    metrics.update(robustness(model, splits["test"], device, frame_norm, noise_std, seed))
+    metrics.update(modality_accuracies(test))
+    metrics.update(probes(found["train"], found["val"], test, tuple(eval_cfg["probe_cs"]), eval_cfg["probe_max_iter"],
+                          n_classes))
+    modalities = tuple(getattr(model, "modalities", ()))
+    correct = {frozenset(modalities): test["logits"].argmax(1) == test["label"]}
+    if len(modalities) > 1:
+        for k in range(1, len(modalities)):
+            for kept in itertools.combinations(modalities, k):
+                dropped = tuple(m for m in modalities if m not in kept)
+                pred = collect(model, predict, splits["test"], device, prepare, corrupt=zeroed(dropped))["logits"]
+                correct[frozenset(kept)] = pred.argmax(1) == test["label"]
+        metrics.update({f"acc_zero_{m}": 100.0 * float(correct[frozenset(modalities) - {m}].mean())
+                        for m in modalities})
+        metrics.update(shapley_shares(correct, modalities))
+    for m in modalities:
+        noisy = collect(model, predict, splits["test"], device, prepare, corrupt=noised(m, eval_cfg["noise_std"], seed))
+        metrics[f"acc_noise_{m}"] = 100.0 * float((noisy["logits"].argmax(1) == test["label"]).mean())
     metrics["val_acc"] = classification_metrics(found["val"]["logits"], found["val"]["label"])["acc"]
+    if extra is not None:
+        metrics.update(extra(found))
     return metrics

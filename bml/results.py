@@ -1,4 +1,5 @@
-"""Finished runs read back from disk: what the tables, figures and report are built from.
+"""The run record, written and read in one place: what `bml train` leaves in a run's folder and what the
+tables, figures and report are built from.
 
 A run directory results/<dataset>/<protocol>/<fusion>/<method>/seed<k>/ holds metrics.json (written last by
 bml/train.py, so its presence means the run finished) and history.csv (per-epoch numbers; the ensemble has
@@ -9,18 +10,21 @@ one broken run never stops a report of the others.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-METHOD_NAMES = {"audio_only": "Audio only", "visual_only": "Visual only", "ensemble": "Uni-modal ensemble",
-                "joint": "Joint (baseline)", "ogm": "OGM", "ogm_ge": "OGM-GE", "opm": "OPM", "mmpareto": "MMPareto",
-                "relearning": "Re-learning", "unimodal_1": "Uni-modal 1", "unimodal_2": "Uni-modal 2", "pmr": "PMR",
-                "agm": "AGM", "mla": "MLA", "greedy": "Greedy", "modality_valuation": "Modality valuation"}
+from bml.methods import method_title
+from bml.plan import Layout
 
+CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
+WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s")  # history columns that differ run to run
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return method_title(method)
 
 
 def cell_label(method: str, fusion: str) -> str:
@@ -57,12 +61,12 @@ def read_history(path: Path) -> list[dict[str, float]]:
 def load_runs(results_root: str | Path) -> tuple[list[Run], list[str]]:
     """Every finished run under results_root, sorted; and one line per metrics file that could not be read."""
     runs, problems = [], []
-    for path in sorted(Path(results_root).glob("*/*/*/*/seed*/metrics.json")):
+    for path in sorted(Path(results_root).glob(f"{Layout().run_glob}/{METRICS}")):
         try:
             metrics = json.loads(path.read_text())
             r = metrics["run"]
             run = Run(r["dataset"], r["protocol"], r["fusion"], r["method"], int(r["seed"]), path.parent,
-                      metrics["test"], read_history(path.parent / "history.csv"))
+                      metrics["test"], read_history(path.parent / HISTORY))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             problems.append(f"{path}: unreadable metrics file ({type(err).__name__}: {err}); run left out")
             continue
@@ -73,3 +77,32 @@ def load_runs(results_root: str | Path) -> tuple[list[Run], list[str]]:
 def by_seed(runs: list[Run], cell: tuple[str, str, str, str], key: str, which: str = "best") -> dict[int, float]:
     """{seed: value} of one metric for one (dataset, protocol, fusion, method) cell; runs lacking it are left out."""
     return {r.seed: r.test[which][key] for r in runs if r.cell == cell and key in r.test.get(which, {})}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
+    """history.csv: one row per epoch, every column any epoch has (empty where an epoch lacks it)."""
+    if not history:
+        return
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    _write_atomic(run_dir / HISTORY, text.getvalue())
+
+
+def write_metrics(run_dir: Path, config: dict, data_hash: str, git_commit: str, run_id: str | None,
+                  best_epoch: int | None, final: dict, timings: dict[str, float]) -> dict[str, Any]:
+    """metrics.json, written last: its presence means the run finished."""
+    result = {"run": config["run"], "config_hash": config["hash"], "data_hash": data_hash, "git_commit": git_commit,
+              "mlflow_run_id": run_id, "epochs": config["train"]["epochs"], "best_epoch": best_epoch,
+              "selection": "best validation accuracy (val split carved from train; test never used for selection)",
+              "test": final, "timings_s": timings, "config": config}
+    _write_atomic(run_dir / METRICS, json.dumps(result, indent=2) + "\n")
+    return result

@@ -75,9 +75,11 @@ class Tracker:
         except Exception:  # MlflowException: the database was reset since the checkpoint was written
             return False
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, config: dict[str, Any]) -> None:
+        """Every value the run depends on (run, data, train, method, eval sections), flattened."""
         from mlflow.entities import Param
 
+        params = {k: v for k, v in config.items() if k in ("run", "data", "train", "method", "eval")}
         existing = self.client.get_run(self.run_id).data.params
         new = [Param(k, str(v)) for k, v in flatten(params).items() if k not in existing]
         for i in range(0, len(new), 100):  # MLflow's batch limit
@@ -97,6 +99,12 @@ class Tracker:
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_run_files(self, run_dir: Path) -> None:
+        """A finished run's record: metrics.json, history.csv and the best checkpoint."""
+        for name in ("metrics.json", "history.csv", "best.pt"):
+            if (run_dir / name).is_file():
+                self.log_artifact(run_dir / name)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
@@ -113,13 +121,16 @@ class NoTracker:
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: str | Path) -> None: ...
+    def log_run_files(self, run_dir: Path) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
 
-def open_tracker(uri: str, artifacts: str, experiment: str, run_name: str, tags: dict[str, str],
-                 run_id: str | None = None) -> Tracker | NoTracker:
-    uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
+def open_tracker(tracking: dict, run: dict, tags: dict[str, str], run_id: str | None = None) -> Tracker | NoTracker:
+    """The MLflow run of one cell (experiment <dataset>/<protocol>, run <method>-<fusion>-seed<k>), reopened by
+    run_id on resume; MLFLOW_TRACKING_URI overrides the configured store; uri "none" switches tracking off."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", tracking["uri"])
     if uri in ("none", ""):
         return NoTracker()
-    return Tracker(uri, artifacts, experiment, run_name, tags, run_id)
+    return Tracker(uri, tracking["artifacts"], f"{run['dataset']}/{run['protocol']}",
+                   f"{run['method']}-{run['fusion']}-seed{run['seed']}", tags, run_id)

@@ -236,3 +236,10 @@ def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, worke
 def _ffmpeg_version() -> str:
     out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"
+
+
+def read_generated(out_dir: str | Path) -> list[dict]:
+    """The rows of a generated manifest, each clip's path made absolute."""
+    out_dir = Path(out_dir).resolve()
+    with (out_dir / "manifest.csv").open(newline="") as f:
+        return [{**row, "path": str(out_dir / row["path"])} for row in csv.DictReader(f)]

@@ -1,13 +1,16 @@
-"""Batches from the packed splits (bml/data/pack.py), reproducible whatever the number of workers.
+"""Batches from the packed splits (bml/data/pack.py), keyed by modality, reproducible whatever the workers.
 
 Randomness comes from (seed, epoch) only, never from a worker's or the loop's state: the order of an
-epoch is a permutation drawn from a generator seeded with (seed, epoch), and the frames a training
-sample shows are drawn from a generator seeded with (seed, epoch, index). So a run resumed at epoch k
-sees exactly the batches an uninterrupted run sees, and 0 or 8 loader workers give the same batches.
+epoch is a permutation drawn from a generator seeded with (seed, epoch), and the frames a training sample
+shows are drawn from a generator seeded with (seed, epoch, index). So a run resumed at epoch k sees
+exactly the batches an uninterrupted run sees, and 0 or 8 loader workers give the same batches.
 
-Training samples `n_frames` random frames of the T stored per clip (sorted, so time order is kept);
-evaluation uses n_frames fixed, evenly spaced ones. That is what the authors' loaders do, and
-../shared/AVDIGITS.md measured that without it the visual-only model memorises its clips.
+Training samples `n_frames` random frames of the T stored per clip (sorted, so time order is kept; the
+same frames for every frame-like modality of a sample); evaluation uses n_frames fixed, evenly spaced
+ones. That is what the authors' loaders do, and ../shared/AVDIGITS.md measured that without it the
+visual-only model memorises its clips.
+
+A batch is fetched whole (`dataset[list_of_indices]`), one read per record, and collated here.
 """
 
 from __future__ import annotations
@@ -16,24 +19,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from bml.data.pack import load_split, select_frames
+from bml.data.extract import select_frames
+from bml.data.pack import open_split
+
+FRAME_KINDS = ("frames", "flow")
 
 
 class PackedSplit(Dataset):
-    """One packed split as (spectrogram float32 (F, T), frames uint8 (n_frames, 3, S, S), label)."""
+    """One packed split; `split[indices]` is a batch: {"inputs": {modality: tensor}, "label", "index"}."""
 
-    def __init__(self, packed_dir: str | Path, split: str, n_frames: int, train: bool, seed: int = 0) -> None:
-        self.records, self.meta = load_split(packed_dir, split)
+    def __init__(self, packed_dir: str | Path, split: str, modalities: dict[str, str], n_frames: int, train: bool,
+                 seed: int = 0) -> None:
+        self.records, self.meta = open_split(packed_dir, split)
         self.path = Path(packed_dir) / f"{split}.npy"
-        stored = self.meta["n_frames"]
-        if n_frames > stored:
-            raise ValueError(f"{self.path}: {n_frames} frames asked per sample but only {stored} are packed "
-                             f"per clip; lower train_frames/eval_frames or repack with features.n_frames >= {n_frames}")
+        self.modalities = {m: k for m, k in modalities.items() if m in self.records.dtype.names}
+        missing = sorted(set(modalities) - set(self.modalities))
+        if missing:
+            raise ValueError(f"{self.path}: no field for modalities {missing}; it holds "
+                             f"{[n for n in self.records.dtype.names if n not in ('clip_id', 'label')]}")
+        self.stored = {m: self.records.dtype[m].shape[0] for m, k in self.modalities.items() if k in FRAME_KINDS}
+        for m, stored in self.stored.items():
+            if n_frames > stored:
+                raise ValueError(f"{self.path}: {n_frames} frames asked per sample but only {stored} are packed per "
+                                 f"clip for {m!r}; lower train_frames/eval_frames or repack with more frames")
         self.n_frames, self.train, self.seed, self.epoch = n_frames, train, seed, 0
-        self.fixed_frames = select_frames(stored, n_frames)
         self.labels = np.asarray(self.records["label"], dtype=np.int64)
+        self.n_classes = len(self.meta["classes"])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -41,18 +54,23 @@ class PackedSplit(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def frame_indices(self, index: int) -> list[int]:
+    def frame_indices(self, index: int, stored: int) -> list[int]:
         if not self.train:
-            return self.fixed_frames
+            return select_frames(stored, self.n_frames)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return sorted(rng.choice(self.meta["n_frames"], size=self.n_frames, replace=False).tolist())
+        return sorted(rng.choice(stored, size=self.n_frames, replace=False).tolist())
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        record = self.records[index]
-        frames = record["frames"][self.frame_indices(index)]  # (n_frames, 3, S, S) uint8
-        return {"audio": torch.from_numpy(record["spec"].astype(np.float32)),
-                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                "label": torch.tensor(int(record["label"]))}
+    def __getitem__(self, indices: list[int]) -> dict:
+        inputs: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
+        for i in indices:
+            record = self.records[i]
+            for m, kind in self.modalities.items():
+                value = record[m]
+                inputs[m].append(value[self.frame_indices(i, len(value))] if kind in FRAME_KINDS else value)
+        idx = np.asarray(indices, dtype=np.int64)
+        return {"inputs": {m: torch.from_numpy(np.stack(v).astype(np.float32 if self.modalities[m] == "audio"
+                                                                  else np.uint8)) for m, v in inputs.items()},
+                "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -61,17 +79,46 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
+class Chosen(Dataset):
+    """A method's choice of an epoch's samples (positions into `indices`, repeats allowed); each batch also
+    carries the positions, so per-sample masks can follow their sample."""
+
+    def __init__(self, dataset: PackedSplit, indices: np.ndarray) -> None:
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions: list[int]) -> dict:
+        return {**self.dataset[self.indices[positions].tolist()], "position": torch.as_tensor(positions)}
+
+
 def make_loader(dataset: PackedSplit, batch_size: int, epoch: int = 0, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    """Batches of one epoch: shuffled by (seed, epoch) for training, in file order for evaluation."""
+                pin_memory: bool = False, indices: np.ndarray | None = None) -> DataLoader:
+    """Batches of one epoch: shuffled by (seed, epoch) for training, in file order for evaluation.
+
+    `indices` (a method's choice of the epoch's samples, repeats allowed) replaces the whole split; it is
+    shuffled the same way.
+    """
     dataset.set_epoch(epoch)
-    order = epoch_order(len(dataset), dataset.seed, epoch) if dataset.train else list(range(len(dataset)))
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False)
+    source = dataset if indices is None else Chosen(dataset, indices)
+    order = epoch_order(len(source), dataset.seed, epoch) if dataset.train else list(range(len(source)))
+    return DataLoader(source, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
 
 
-def prepare_frames(frames: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 (B, T, 3, S, S) on any device -> float normalised per channel; done on the device, after transfer."""
-    m = torch.tensor(mean, device=frames.device).view(1, 1, 3, 1, 1)
-    s = torch.tensor(std, device=frames.device).view(1, 1, 3, 1, 1)
-    return (frames.float() / 255.0 - m) / s
+def prepare_inputs(inputs: dict[str, torch.Tensor], modalities: dict[str, str], train_cfg: dict) -> dict:
+    """Stored values on the device -> the encoders' inputs: frames to float normalised per channel (ImageNet
+    statistics from the protocol), flow centred on its zero (128) and scaled to [-1, 1]."""
+    out = {}
+    for m, x in inputs.items():
+        kind = modalities[m]
+        if kind == "frames":
+            mean = torch.tensor(train_cfg["frame_mean"], device=x.device).view(1, 1, 3, 1, 1)
+            std = torch.tensor(train_cfg["frame_std"], device=x.device).view(1, 1, 3, 1, 1)
+            out[m] = (x.float() / 255.0 - mean) / std
+        elif kind == "flow":
+            out[m] = (x.float() - 127.5) / 127.5
+        else:
+            out[m] = x
+    return out

@@ -1,10 +1,14 @@
-"""Pack each split's features into one memory-mappable file, so training reads fast.
+"""The packed format: one memory-mappable file of records per split, checked before training reads it.
 
-`<split>.npy` is a NumPy array of records, one per clip: clip_id, label, `frames` (uint8,
-(T, 3, S, S): T frames evenly spaced over the clip, resized to S x S) and `spec` (float16 spectrogram).
-One record per clip keeps a sample's bytes together, so a random-access read is one contiguous slice, and
-`np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json` says how it was made.
-`skipped.tsv` lists every clip that some stage could not use (clip, stage, reason).
+`<split>.npy` is a NumPy array of records, one per clip: `clip_id`, `label`, and one field per modality,
+keyed by the modality's name (audio: float16 spectrogram; frames: uint8 (T, 3, S, S); flow: uint8
+(T, 2, S, S)). One record per clip keeps a sample's bytes together, so a random read is one slice, and
+`np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json` says how it was made, with the
+file's size and sha256: `open_split` checks both (once per process) and refuses a damaged file, naming it.
+
+`pack` joins the shards that extraction wrote (bml/data/extract.py) into the splits, and writes
+`skipped.tsv` (every clip of the manifest that is not packed: the listing's, and every stage's, with
+the reason) and `summary.json` (counts, a DVC metric).
 """
 
 from __future__ import annotations
@@ -12,114 +16,92 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from bml.data.extract import INDEX_NAME, list_frames, read_index, read_manifest
+from bml.data.manifest import MAX_ID, SPLITS, read_manifest, read_skipped, write_skipped
 
-SKIPPED_FIELDS = ["clip_id", "stage", "reason"]
-
-
-def select_frames(n_available: int, n_frames: int) -> list[int]:
-    """Indices of n_frames frames evenly spaced over n_available: the centre of each of n_frames segments.
-
-    Deterministic (the test-time rule of the authors' loaders, without their unsorted listings); a clip
-    with fewer frames than asked repeats frames rather than failing.
-    """
-    if n_available < 1:
-        raise ValueError("a clip needs at least one frame")
-    return [min(n_available - 1, int((i + 0.5) * n_available / n_frames)) for i in range(n_frames)]
+HEADER = 256  # bytes reserved for the .npy header, so a streamed file's record count can be written last
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, checked once per process
 
 
-def load_frame(path: Path, size: int) -> np.ndarray:
-    """(3, size, size) uint8 RGB."""
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+class PackedDataError(RuntimeError):
+    """A packed split that is missing, truncated or altered; names the file and what does not match."""
 
 
-def collect_stage(root: Path, stage: str) -> tuple[dict[str, Path], list[dict]]:
-    """Clips that a stage finished ({clip_id: shard dir}) and those it skipped, from its shard indexes."""
-    done: dict[str, Path] = {}
-    skipped: list[dict] = []
-    for index in sorted(root.glob(f"shard*/{INDEX_NAME}")):
-        for row in read_index(index):
-            if row["status"] == "ok":
-                done[row["clip_id"]] = index.parent
-            else:
-                skipped.append({"clip_id": row["clip_id"], "stage": stage, "reason": row["reason"]})
-    return done, skipped
+def modality_field(kind: str, settings: dict) -> tuple[str, tuple[int, ...]]:
+    """(dtype, shape) a modality takes in a record."""
+    if kind == "audio":
+        from bml.data.audio import output_shape
+
+        return "<f2", tuple(output_shape(settings["preset"]))
+    channels = 3 if kind == "frames" else 2
+    return "u1", (settings["frames"], channels, settings["size"], settings["size"])
 
 
-def record_dtype(n_frames: int, frame_size: int, spec_shape: tuple[int, int]) -> np.dtype:
-    return np.dtype([("clip_id", "U32"), ("label", "<i8"),
-                     ("frames", "u1", (n_frames, 3, frame_size, frame_size)),
-                     ("spec", "<f2", spec_shape)])
+def record_dtype(modalities: dict[str, str], settings: dict) -> np.dtype:
+    fields = [("clip_id", f"U{MAX_ID}"), ("label", "<i8")]
+    for m, kind in modalities.items():
+        dtype, shape = modality_field(kind, settings[m])
+        fields.append((m, dtype, shape))
+    return np.dtype(fields)
 
 
-def pack(manifest: str | Path, frames_root: str | Path, audio_root: str | Path, spec_root: str | Path,
-         out_dir: str | Path, n_frames: int, frame_size: int, summary_path: str | Path | None = None,
-         log=print) -> dict:
-    """Write out_dir/<split>.npy and .json for every split in the manifest, and out_dir/skipped.tsv.
+def _header(dtype: np.dtype, n: int) -> bytes:
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
+    body = text.encode("latin1")
+    pad = HEADER - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"record type too long for a {HEADER}-byte header")
+    return b"\x93NUMPY\x01\x00" + (HEADER - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
 
-    The counts go to summary_path (default out_dir/summary.json), a small metrics file for DVC.
-    """
-    rows = read_manifest(manifest)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames_done, skipped = collect_stage(Path(frames_root), "frames")
-    audio_done, audio_skipped = collect_stage(Path(audio_root), "audio")
-    spec_done, spec_skipped = collect_stage(Path(spec_root), "spectrogram")
-    skipped += audio_skipped + spec_skipped
-    reported = {(s["clip_id"], s["stage"]) for s in skipped}
-    for row in rows:   # a clip that no shard index mentions was never processed: say so, don't hide it
-        cid = row["clip_id"]
-        if cid not in frames_done and (cid, "frames") not in reported:
-            skipped.append({"clip_id": cid, "stage": "frames", "reason": "no frames were extracted"})
-        if cid in audio_done and cid not in spec_done and (cid, "spectrogram") not in reported:
-            skipped.append({"clip_id": cid, "stage": "spectrogram", "reason": "no spectrogram was computed"})
 
-    usable = [r for r in rows if r["clip_id"] in frames_done and r["clip_id"] in spec_done]
-    if not usable:
-        raise RuntimeError(f"{manifest}: no clip has both frames and a spectrogram; see the skipped list")
-    spec_shape = np.load(spec_done[usable[0]["clip_id"]] / f"{usable[0]['clip_id']}.npy").shape
-    dtype = record_dtype(n_frames, frame_size, spec_shape)
+class RecordWriter:
+    """Append records to a .npy file as they come (no shard is held in memory); renamed into place on close."""
 
-    summary = {"n_clips": len(rows), "n_packed": len(usable), "n_skipped_clips": len(rows) - len(usable),
-               "splits": {}}
-    for split in sorted({r["split"] for r in rows}):
-        members = [r for r in usable if r["split"] == split]
-        path = out_dir / f"{split}.npy"
-        tmp = out_dir / f"{split}.tmp.npy"
-        packed = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(members),))
-        for i, row in enumerate(members):
-            cid = row["clip_id"]
-            frame_files = list_frames(frames_done[cid] / cid)
-            packed[i]["clip_id"] = cid
-            packed[i]["label"] = int(row["label"])
-            packed[i]["frames"] = np.stack([load_frame(frame_files[j], frame_size)
-                                            for j in select_frames(len(frame_files), n_frames)])
-            packed[i]["spec"] = np.load(spec_done[cid] / f"{cid}.npy").astype(np.float16)
-        packed.flush()
-        del packed
-        tmp.rename(path)
-        meta = {"split": split, "n": len(members), "n_frames": n_frames, "frame_size": frame_size,
-                "spec_shape": list(spec_shape), "labels": sorted({int(r["label"]) for r in rows}),
-                "sha256": file_sha256(path)}
-        (out_dir / f"{split}.json").write_text(json.dumps(meta, indent=2) + "\n")
-        summary["splits"][split] = len(members)
-        log(f"pack: {split}: {len(members)} clips -> {path}")
+    def __init__(self, path: str | Path, dtype: np.dtype, capacity: int = 0) -> None:
+        self.path, self.dtype, self.n = Path(path), dtype, 0
+        if len(_header(dtype, 10**12)) != HEADER:  # the largest count must fit the reserved header too
+            raise ValueError("record type too long for the packed header")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.file = self.tmp.open("wb")
+        self.file.write(_header(dtype, 0))
+        self.record = np.zeros(1, dtype=dtype)
 
-    with (out_dir / "skipped.tsv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SKIPPED_FIELDS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(sorted(skipped, key=lambda s: (s["clip_id"], s["stage"])))
-    if skipped:
-        log(f"pack: {len(skipped)} clip-stage failures listed in {out_dir / 'skipped.tsv'}")
-    Path(summary_path or out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    def append(self, clip_id: str, label: int, values: dict[str, np.ndarray]) -> None:
+        rec = self.record
+        rec["clip_id"], rec["label"] = clip_id, label
+        for name, value in values.items():
+            if value.shape != rec[name].shape[1:]:
+                raise ValueError(f"clip {clip_id}: {name} has shape {value.shape}, the record holds "
+                                 f"{rec[name].shape[1:]}")
+            rec[name] = value
+        self.append_raw(rec)
+
+    def append_raw(self, records: np.ndarray) -> None:
+        """Records already of this type (a slice of another packed file)."""
+        self.file.write(records.tobytes())
+        self.n += len(records)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None:
+            self.file.close()
+            self.tmp.unlink(missing_ok=True)
+            return
+        self.file.seek(0)
+        self.file.write(_header(self.dtype, self.n))
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+
+def read_shard_status(tsv: Path) -> list[dict]:
+    with tsv.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -130,9 +112,70 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def load_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
-    """The memory-mapped records of one split and their metadata; names the file when it is missing."""
+def pack(manifest: str | Path, shards: list[str | Path], out_dir: str | Path, summary_path: str | Path,
+         log=print) -> dict:
+    """Join the shards into out_dir/<split>.npy + .json; write skipped.tsv and the summary."""
+    rows, meta = read_manifest(manifest)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split_of = {r.clip_id: r.split for r in rows}
+    skipped = read_skipped(Path(manifest).with_name("listing_skipped.tsv"))
+    where: dict[str, tuple[int, int]] = {}  # clip -> (shard, row)
+    arrays = []
+    for k, path in enumerate(map(Path, shards)):
+        arrays.append(np.load(path, mmap_mode="r"))
+        ids = arrays[-1]["clip_id"].tolist()
+        for status in read_shard_status(path.with_suffix(".tsv")):
+            if status["status"] != "ok":
+                skipped.append({"clip_id": status["clip_id"], "stage": "extract", "reason": status["reason"]})
+        where.update({cid: (k, i) for i, cid in enumerate(ids)})
+    reported = {s["clip_id"] for s in skipped}
+    skipped += [{"clip_id": r.clip_id, "stage": "extract", "reason": "no shard holds it (was it extracted?)"}
+                for r in rows if r.clip_id not in where and r.clip_id not in reported]
+    if not where:
+        raise PackedDataError(f"{manifest}: no clip could be extracted; see {out_dir / 'skipped.tsv'}")
+    dtype = arrays[0].dtype
+    summary = {"n_clips": len(rows) + len([s for s in skipped if s["stage"] == "listing"]), "n_packed": len(where),
+               "n_skipped": len({s["clip_id"] for s in skipped}), "splits": {},
+               "skipped_by_stage": {st: sum(s["stage"] == st for s in skipped) for st in ("listing", "extract")}}
+    for split in SPLITS:
+        members = sorted(cid for cid in where if split_of[cid] == split)
+        path = out_dir / f"{split}.npy"
+        with RecordWriter(path, dtype) as writer:
+            for cid in members:
+                k, i = where[cid]
+                writer.append_raw(arrays[k][i : i + 1])
+        meta_out = {"split": split, "n": len(members), "classes": meta["classes"], "modalities": meta["modalities"],
+                    "dtype": str(dtype.descr), "size": path.stat().st_size, "sha256": file_sha256(path)}
+        path.with_suffix(".json").write_text(json.dumps(meta_out, indent=2) + "\n")
+        summary["splits"][split] = len(members)
+        log(f"pack: {split}: {len(members)} clips -> {path}")
+    write_skipped(out_dir / "skipped.tsv", skipped)
+    if skipped:
+        log(f"pack: {summary['n_skipped']} clips left out, listed with the reason in {out_dir / 'skipped.tsv'}")
+    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
+    """The memory-mapped records of one split and their metadata, after checking the file's size and hash."""
     path = Path(packed_dir) / f"{split}.npy"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: packed split not found; run the data stages first (make run)")
-    return np.load(path, mmap_mode="r"), json.loads(path.with_suffix(".json").read_text())
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise PackedDataError(f"{path}: packed split not found; run the data stages first (make run, or "
+                              f"snakemake {path})")
+    meta = json.loads(meta_path.read_text())
+    stat = path.stat()
+    if stat.st_size != meta["size"]:
+        raise PackedDataError(f"{path}: {stat.st_size} bytes, but {meta_path.name} records {meta['size']}: the file "
+                              f"is truncated or was replaced; rebuild it (delete {path.parent} and rerun the workflow)")
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = file_sha256(path)
+    if _VERIFIED[key] != meta["sha256"]:
+        raise PackedDataError(f"{path}: sha256 {_VERIFIED[key][:12]}... differs from {meta['sha256'][:12]}... recorded "
+                              f"in {meta_path.name}: the file was altered or damaged; rebuild it")
+    records = np.load(path, mmap_mode="r")
+    if str(records.dtype.descr) != meta["dtype"]:
+        raise PackedDataError(f"{path}: its record type does not match {meta_path.name}")
+    return records, meta

@@ -1,85 +1,188 @@
-"""The method interface: what a balancing method may change in bml's one training loop (bml/train.py).
+"""The method contract: what a balancing method may change in bml's one training loop (bml/train.py).
 
-The loop owns data, devices, checkpoints, evaluation and tracking; a method overrides only the hooks it
-needs, each a no-op (or plain cross-entropy) by default. Per training step the loop calls, in order:
+The loop owns the data, devices, checkpoints, evaluation and tracking. A method overrides what it needs:
 
-    batch  = method.before_forward(batch, state)        # e.g. re-sample or perturb inputs
-    out    = model(batch["audio"], batch["frames"])     # {"logits", "f_a", "f_v"}
-    out    = method.on_features(model, out, batch, state) # e.g. drop features (OPM), add heads' logits
-    losses = method.loss(model, out, batch, state)      # {"ce": ...} or several named terms (MMPareto)
-    method.backward(model, losses, state)               # default: sum(losses).backward()
-    method.after_backward(model, out, batch, state)     # e.g. scale or replace gradients (OGM, MMPareto)
-    optimizer.step()
+- the model: `build_model(spec)` (add uni-modal heads, its own head, experts loaded from other runs) and
+  `param_groups(model)` (phases, per-part learning rates); nothing else touches the model's structure;
+- the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
+  valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
+  modality masks, drawn from the run's seeded generators so a resumed run draws the same;
+- the step: `training_step(ctx, batch)` owns the whole step (several optimizer steps per batch); the
+  default runs the hooks below, in this order, with one optimizer step:
 
-and after every epoch `method.on_epoch_end(model, state)` (e.g. re-initialise: Re-learning) and
-`method.epoch_log()` (per-epoch numbers for MLflow, e.g. modulation coefficients). Anything a method
-keeps across epochs goes in `state_dict()`, so a resumed run continues exactly.
+      batch  = before_forward(batch, ctx)                  # re-sample or perturb inputs
+      ctx.zero_grad()
+      out    = on_features(model, model(batch.inputs), batch, ctx)   # drop features, add logits
+      losses = loss(model, out, batch, ctx)                # {"ce": ...} or several named terms
+      backward(model, losses, ctx)                         # default: ctx.backward(sum of losses)
+      after_backward(model, out, batch, ctx)               # scale or replace gradients
+      ctx.optimizer_step()                                 # the optimizer step (and the loop's services)
+
+- test time: `predict(model, inputs)` (the default is the model's own output);
+- other runs: a method's `requires` (bml/methods/__init__.py) names the runs it reads; the plan turns
+  them into workflow edges and `ctx.run.required` gives their folders;
+- evaluation: `evaluations(found)` adds metrics to every final evaluation of the run.
+
+Between hooks, typed records (`Batch`, `Output`, the contexts), never free dict keys. Per-epoch numbers
+go through `record` (means per epoch in history.csv and MLflow); anything kept across epochs goes in
+`state_dict()`, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ALL_FUSIONS = ("concat", "sum", "film", "gated")
+from bml.methods import MethodSpec
+from bml.models.model import ModelSpec, Output, build_model
 
 
 @dataclass
-class StepState:
-    """Where the loop is; hooks read it, never write it."""
+class Batch:
+    inputs: dict[str, torch.Tensor]  # modality -> (B, ...) on the device, ready for the encoder
+    labels: torch.Tensor  # (B,)
+    index: torch.Tensor  # (B,) positions of the samples in the training split
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B,) bool, False: input zeroed
 
-    epoch: int  # 0-based epoch being trained (on_epoch_end: the one just finished)
-    step: int  # 0-based step within the epoch
+
+@dataclass
+class Samples:
+    """A method's choice of one epoch's training samples."""
+
+    indices: np.ndarray  # (N',) positions in the training split; repeats allowed
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N',) bool, False: zero that input
+
+
+@dataclass
+class RunContext:
+    """What every hook may read about the run: its configuration, data and device (built by the loop)."""
+
+    config: dict
+    modalities: dict[str, str]  # the dataset's modalities, name -> kind
+    n_classes: int
+    device: torch.device
+    splits: dict[str, Any]  # train (training frames), train_eval (fixed frames), val, test: PackedSplit
+    required: dict[str, Path]  # method -> the folder of a run this one needs (same dataset, protocol, seed)
+    collect: Any = None  # collect(model, split_name) -> {"features": {m: array}, "logits", "label"} (evaluate.py)
+
+    @property
+    def seed(self) -> int:
+        return self.config["run"]["seed"]
+
+    @property
+    def epochs(self) -> int:
+        return self.config["train"]["epochs"]
+
+
+@dataclass
+class EpochContext:
+    run: RunContext
+    model: nn.Module
+    epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end)
+
+
+@dataclass
+class StepContext:
+    """One training step: where the loop is, and the loop's services (backward, optimizer step)."""
+
+    run: RunContext
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int  # 0-based
+    step: int  # 0-based within the epoch
     steps_per_epoch: int
-    config: dict  # the run's resolved configuration (bml/train.py: resolve_config)
-    loop: Any = None  # the loop's data and device (bml/train.py: LoopContext), e.g. for Re-learning's diagnosis
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, **kw) -> None:
+        loss.backward(**kw)
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+
+
+class LossNotFinite(FloatingPointError):
+    """A loss term that is NaN or infinite; the loop turns it into its message (epoch, step, checkpoint)."""
 
 
 class Method:
     """Joint training with multimodal cross-entropy: the baseline that every method starts from."""
 
-    name = "joint"
-    modalities: tuple[str, ...] = ("audio", "visual")
-    fusions: tuple[str, ...] = ALL_FUSIONS  # the fusion heads this method works with
-    trains = True  # False: nothing to train (an ensemble of trained runs)
-
-    def __init__(self, params: dict[str, Any] | None = None) -> None:
-        self.params = dict(params or {})
+    def __init__(self, spec: MethodSpec, params: dict[str, Any], run: RunContext) -> None:
+        self.spec, self.params, self.run = spec, dict(params), run
         self._log: dict[str, list[float]] = {}
 
-    # hooks of the training step ------------------------------------------------------------------
-    def setup(self, model: nn.Module, config: dict) -> None:
-        """Once, after the model is built and before the optimizer is: may add modules (extra heads)."""
+    # the model --------------------------------------------------------------------------------------
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        return build_model(spec)
 
-    def before_forward(self, batch: dict, state: StepState) -> dict:
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    # the epoch --------------------------------------------------------------------------------------
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        """Before the epoch's first step (PMR's prototypes, sample valuation)."""
+
+    def epoch_samples(self, ctx: EpochContext) -> Samples | None:
+        """The epoch's training samples; None: every sample once."""
+        return None
+
+    def on_epoch_end(self, ctx: EpochContext) -> None:
+        """After the epoch's training steps, before validation (Re-learning's diagnosis)."""
+
+    # the step ---------------------------------------------------------------------------------------
+    def training_step(self, ctx: StepContext, batch: Batch) -> dict[str, float]:
+        """One step; returns each loss term's value (batch mean) for the history."""
+        batch = self.before_forward(batch, ctx)
+        ctx.zero_grad()
+        out = self.on_features(ctx.model, ctx.model(batch.inputs), batch, ctx)
+        losses = self.loss(ctx.model, out, batch, ctx)
+        values = {name: term.item() for name, term in losses.items()}
+        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+        if bad:
+            raise LossNotFinite(", ".join(f"{k} = {v}" for k, v in bad.items()))
+        self.backward(ctx.model, losses, ctx)
+        self.after_backward(ctx.model, out, batch, ctx)
+        ctx.optimizer_step()
+        return values
+
+    def before_forward(self, batch: Batch, ctx: StepContext) -> Batch:
         return batch
 
-    def on_features(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict:
+    def on_features(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> Output:
         return out
 
-    def loss(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(out["logits"], batch["label"])}
+    def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(out.logits, labels_of(out, batch))}
 
-    def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], state: StepState) -> None:
-        sum(losses.values()).backward()
+    def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], ctx: StepContext) -> None:
+        ctx.backward(sum(losses.values()))
 
-    def after_backward(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> None:
+    def after_backward(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> None:
         """Between backward and the optimizer step: gradients may be read, scaled or replaced."""
 
-    def on_epoch_end(self, model: nn.Module, state: StepState) -> None:
-        """After each epoch's training steps, before validation."""
+    # test time --------------------------------------------------------------------------------------
+    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
+        return model(inputs)
 
-    # what the method reports and keeps -----------------------------------------------------------
+    def evaluations(self, found: dict[str, dict]) -> dict[str, float]:
+        """Extra metrics from a final evaluation's collected outputs ({split: collected}); none by default."""
+        return {}
+
+    # what the method reports and keeps --------------------------------------------------------------
     def record(self, name: str, value: float) -> None:
         """Note a per-step number; epoch_log() gives each one's mean over the epoch."""
         self._log.setdefault(name, []).append(float(value))
 
     def epoch_log(self) -> dict[str, float]:
-        """Per-epoch numbers for MLflow (means of what was recorded); resets for the next epoch."""
+        """Per-epoch numbers for the history and MLflow (means of what was recorded); resets for the next epoch."""
         means = {k: sum(v) / len(v) for k, v in self._log.items() if v}
         self._log = {}
         return means
@@ -88,4 +191,17 @@ class Method:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what state_dict() returned (nothing by default)."""
+
+
+def labels_of(out: Output, batch: Batch) -> torch.Tensor:
+    """The labels of the rows `out.logits` covers (all, unless the method dropped samples)."""
+    return batch.labels if out.keep is None else batch.labels[out.keep]
+
+
+def two_modalities(run: RunContext, who: str) -> tuple[str, str]:
+    """The dataset's two modalities, for a formula its paper defines for two (the plan refuses other counts)."""
+    if len(run.modalities) != 2:
+        raise ValueError(f"{who} is defined for two modalities; this run has {list(run.modalities)}")
+    first, second = run.modalities
+    return first, second

@@ -1,44 +1,45 @@
 """The baselines every table compares against: uni-modal training, joint training, and the uni-modal
-ensemble (UME in Du et al., "Uni-modal Ensemble": the two separately trained uni-modal models' logits
-summed at test time, as BalanceBenchmark's UME; ../shared/METHODS.md).
+ensemble (UME in Du et al., "Uni-modal Teacher / Uni-modal Ensemble", ICML 2023: separately trained
+uni-modal models whose logits are summed at test time, as BalanceBenchmark's UME; ../shared/METHODS.md).
 
 Joint training is `Method` itself (bml/methods/base.py): multimodal cross-entropy through one fusion head.
 """
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from bml.methods.base import Method
+from bml.models.model import LateEnsemble, ModelSpec, build_model
 
 
 class Joint(Method):
-    """Both encoders and the fusion head trained together on the fused logits' cross-entropy."""
-
-    name = "joint"
+    """Every encoder and the fusion head trained together on the fused logits' cross-entropy."""
 
 
-class AudioOnly(Method):
-    """The audio encoder with a linear head, trained alone: the audio reference for probes and tables."""
-
-    name = "audio_only"
-    modalities = ("audio",)
-    fusions = ("none",)
-
-
-class VisualOnly(Method):
-    """The visual encoder with a linear head, trained alone: the visual reference for probes and tables."""
-
-    name = "visual_only"
-    modalities = ("visual",)
-    fusions = ("none",)
+class Unimodal(Method):
+    """One encoder with a linear head, trained alone (<modality>_only): the reference for probes and tables."""
 
 
 class UnimodalEnsemble(Method):
-    """Late fusion of the trained audio_only and visual_only runs of the same seed: logits summed.
+    """Late fusion of the trained <modality>_only runs of the same seed: their logits summed.
 
-    Trains nothing; `bml train --method ensemble` evaluates the two runs' best-on-val checkpoints.
+    Trains nothing: its model is the members' best-on-validation checkpoints (the plan makes their runs
+    finish first).
     """
 
-    name = "ensemble"
-    fusions = ("none",)
-    trains = False
-    members = ("audio_only", "visual_only")
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        members = []
+        for name, folder in self.run.required.items():
+            path = folder / "best.pt"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the ensemble needs the trained {name} run of seed {self.run.seed}; "
+                                        f"train it first (it is in the same matrix block)")
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            modality = name.removesuffix("_only")
+            member = build_model(ModelSpec(saved["config"]["train"]["encoder"], "none", spec.n_classes,
+                                           {modality: spec.modalities[modality]}))
+            member.load_state_dict(saved["model"])
+            members.append(member)
+        return LateEnsemble(members)

@@ -19,11 +19,14 @@ no direction to conflict with, so it gets the (0.5, 0.5) weights, and a zero com
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import ALL_FUSIONS, Method, StepState
+from bml.methods.base import Batch, Method, StepContext
+from bml.models.model import ModelSpec, Output, build_model
 
 
 def pareto_weights(g_mm: torch.Tensor, g_uni: torch.Tensor) -> tuple[float, float]:
@@ -58,37 +61,33 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 class MMPareto(Method):
-    """MMPareto (ICML 2024): multimodal and uni-modal losses, their encoder gradients merged without conflict."""
+    """MMPareto (ICML 2024): multimodal and uni-modal losses, their encoder gradients merged without conflict.
 
-    name = "mmpareto"
-    fusions = ALL_FUSIONS  # the uni-modal heads are its own, so any fusion head works
+    Works with every fusion head (the uni-modal heads are its own) and any number of modalities: the
+    paper's rule is per encoder, between its multimodal and its own uni-modal gradient.
+    """
 
-    def setup(self, model: nn.Module, config: dict) -> None:
-        n_classes = model.n_classes
-        model.unimodal_heads = nn.ModuleDict({  # trained by L_a and L_v only; not used at evaluation
-            "audio": nn.Linear(model.audio_encoder.out_dim, n_classes),
-            "visual": nn.Linear(model.visual_encoder.out_dim, n_classes)})
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        return build_model(replace(spec, unimodal_heads=True))  # heads trained by L_m only; unused at evaluation
 
-    def loss(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict[str, torch.Tensor]:
-        y = batch["label"]
-        return {"mm": F.cross_entropy(out["logits"], y),
-                "audio": F.cross_entropy(model.unimodal_heads["audio"](out["f_a"]), y),
-                "visual": F.cross_entropy(model.unimodal_heads["visual"](out["f_v"]), y)}
+    def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        y = batch.labels
+        return {"mm": F.cross_entropy(out.logits, y),
+                **{m: F.cross_entropy(model.heads[m](out.features[m]), y) for m in model.modalities}}
 
-    def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], state: StepState) -> None:
+    def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], ctx: StepContext) -> None:
         gamma = self.params["gamma"]
-        encoders = {"audio": model.audio_encoder, "visual": model.visual_encoder}
-        enc_params = {m: [p for p in enc.parameters() if p.requires_grad] for m, enc in encoders.items()}
-        # L_mm reaches both encoders and the fusion head: keep its encoder gradients apart
-        losses["mm"].backward(retain_graph=True)
+        enc_params = {m: [p for p in enc.parameters() if p.requires_grad] for m, enc in model.encoders.items()}
+        # L_mm reaches every encoder and the fusion head: keep its encoder gradients apart
+        ctx.backward(losses["mm"], retain_graph=True)
         g_mm = {m: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in ps]
                 for m, ps in enc_params.items()}
         for ps in enc_params.values():
             for p in ps:
                 p.grad = None
         # each uni-modal loss reaches only its encoder and its head; its head keeps that gradient
-        for m in ("audio", "visual"):
-            losses[m].backward()
+        for m in model.modalities:
+            ctx.backward(losses[m])
             g_m = [p.grad if p.grad is not None else torch.zeros_like(p) for p in enc_params[m]]
             flat_mm = torch.cat([g.flatten() for g in g_mm[m]])
             flat_m = torch.cat([g.flatten() for g in g_m])

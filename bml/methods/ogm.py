@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Method, StepState
+from bml.methods.base import Batch, Method, StepContext, two_modalities
+from bml.models.model import Output
 
 
 def modulation_coefficients(logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, alpha: float,
@@ -67,28 +68,26 @@ def modulate_conv_gradients(encoder: nn.Module, k: float, gaussian_noise: bool) 
 class OGMGE(Method):
     """OGM-GE (CVPR 2022): gradient modulation with Gaussian-noise generalisation enhancement."""
 
-    name = "ogm_ge"
-    fusions = ("concat", "sum")  # needs uni-modal logits from the head
     gaussian_noise = True
 
     def active(self, epoch: int) -> bool:
         p = self.params
         return epoch >= p["warmup_epochs"] and p["modulation_starts"] <= epoch <= p["modulation_ends"]
 
-    def after_backward(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> None:
-        z_a, z_v = model.unimodal_logits(out["f_a"], out["f_v"])
-        k_a, k_v = modulation_coefficients(z_a, z_v, batch["label"], self.params["alpha"], self.params["form"])
-        on = self.active(state.epoch)
+    def after_backward(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> None:
+        a, v = two_modalities(self.run, self.spec.title)
+        z = model.unimodal_logits(out.features)
+        k_a, k_v = modulation_coefficients(z[a], z[v], batch.labels, self.params["alpha"], self.params["form"])
+        on = self.active(ctx.epoch)
         if on:
-            modulate_conv_gradients(model.audio_encoder, k_a, self.gaussian_noise)
-            modulate_conv_gradients(model.visual_encoder, k_v, self.gaussian_noise)
-        self.record("coef_audio", k_a if on else 1.0)
-        self.record("coef_visual", k_v if on else 1.0)
+            modulate_conv_gradients(model.encoders[a], k_a, self.gaussian_noise)
+            modulate_conv_gradients(model.encoders[v], k_v, self.gaussian_noise)
+        self.record(f"coef_{a}", k_a if on else 1.0)
+        self.record(f"coef_{v}", k_v if on else 1.0)
         self.record("modulated_steps", float(on and min(k_a, k_v) < 1.0))
 
 
 class OGM(OGMGE):
     """OGM (TPAMI 2024): the same coefficients, without the Gaussian noise."""
 
-    name = "ogm"
     gaussian_noise = False

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Method, StepState
+from bml.methods.base import Batch, Method, StepContext, labels_of, two_modalities
+from bml.models.model import Output
 
 
 def _score(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -62,33 +63,31 @@ def drop_features(f_a: torch.Tensor, f_v: torch.Tensor, q_a: float, q_v: float,
 class OPM(Method):
     """OPM (TPAMI 2024): drop the dominant modality's features on the fly, in proportion to its lead."""
 
-    name = "opm"
-    fusions = ("concat", "sum")  # needs uni-modal logits from the head for the dominance scores
-
     def active(self, epoch: int) -> bool:
         return epoch >= self.params["warmup_epochs"]
 
-    def on_features(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict:
+    def on_features(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> Output:
+        a, v = two_modalities(self.run, self.spec.title)
         with torch.no_grad():
-            z_a, z_v = model.unimodal_logits(out["f_a"].detach(), out["f_v"].detach())
-        q_a, q_v = drop_probabilities(z_a, z_v, batch["label"], self.params["q_base"], self.params["lam"])
-        self.record("drop_prob_audio", q_a)
-        self.record("drop_prob_visual", q_v)
+            z = model.unimodal_logits({m: f.detach() for m, f in out.features.items()})
+        q_a, q_v = drop_probabilities(z[a], z[v], batch.labels, self.params["q_base"], self.params["lam"])
+        self.record(f"drop_prob_{a}", q_a)
+        self.record(f"drop_prob_{v}", q_v)
         # the per-step draw comes first and always, so the random stream does not depend on the scores
-        execute = torch.rand((), device=out["f_a"].device).item() < self.params["p_exe"] and self.active(state.epoch)
+        execute = torch.rand((), device=out.logits.device).item() < self.params["p_exe"] and self.active(ctx.epoch)
         self.record("dropped_steps", float(execute and max(q_a, q_v) > 0))
         if not execute or max(q_a, q_v) == 0.0:
-            self.record("kept_audio", 1.0)
-            self.record("kept_visual", 1.0)
+            self.record(f"kept_{a}", 1.0)
+            self.record(f"kept_{v}", 1.0)
             return out
-        f_a, f_v, keep_a, keep_v = drop_features(out["f_a"], out["f_v"], q_a, q_v)
-        self.record("kept_audio", keep_a.float().mean().item())
-        self.record("kept_visual", keep_v.float().mean().item())
+        f_a, f_v, keep_a, keep_v = drop_features(out.features[a], out.features[v], q_a, q_v)
+        self.record(f"kept_{a}", keep_a.float().mean().item())
+        self.record(f"kept_{v}", keep_v.float().mean().item())
         kept = torch.nonzero(keep_a | keep_v).squeeze(1)  # (B',) samples that kept some modality
-        return {**out, "logits": model.fusion(f_a[kept], f_v[kept]), "kept": kept}
+        return Output(model.fusion({a: f_a[kept], v: f_v[kept]}), out.features, keep=kept)
 
-    def loss(self, model: nn.Module, out: dict, batch: dict, state: StepState) -> dict[str, torch.Tensor]:
-        labels = batch["label"][out["kept"]] if "kept" in out else batch["label"]
+    def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        labels = labels_of(out, batch)
         if labels.numel() == 0:  # every sample lost every modality (only when both q are 1): nothing to learn
-            return {"ce": out["logits"].sum() * 0.0}
-        return {"ce": F.cross_entropy(out["logits"], labels)}
+            return {"ce": out.logits.sum() * 0.0}
+        return {"ce": F.cross_entropy(out.logits, labels)}

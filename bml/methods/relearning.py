@@ -29,8 +29,8 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from bml.evaluate import collect
-from bml.methods.base import ALL_FUSIONS, Method, StepState
+from bml.methods.base import EpochContext, Method
+from bml.models.model import ModelSpec
 
 
 def _scale(features: np.ndarray) -> np.ndarray:
@@ -44,7 +44,9 @@ def cluster_purity(features: np.ndarray, labels: np.ndarray, n_clusters: int, se
     """Share of samples whose k-means cluster's majority label is their own label, in [0, 1]."""
     features = _scale(np.asarray(features, dtype=np.float64))
     labels = np.asarray(labels)
-    assign = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit_predict(features)
+    # k = the number of classes, as the authors; a held-out set smaller than that (a tiny test dataset) caps it
+    k = min(n_clusters, len(features))
+    assign = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit_predict(features)
     majority = sum(np.bincount(labels[assign == c]).max() for c in np.unique(assign))
     return float(majority) / len(labels)
 
@@ -70,35 +72,32 @@ def blend_towards(module: nn.Module, initial: dict[str, torch.Tensor], weight: f
 class Relearning(Method):
     """Diagnosing & Re-learning (ECCV 2024): per-encoder soft re-initialisation on a schedule."""
 
-    name = "relearning"
-    fusions = ALL_FUSIONS  # it touches encoders only
-
-    def setup(self, model: nn.Module, config: dict) -> None:
-        self.encoders = {"audio": model.audio_encoder, "visual": model.visual_encoder}
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        model = super().build_model(spec)
         # the model's own initial state; kept in state_dict so a resumed run blends towards the same one
         self.initial = {m: {n: p.detach().clone().cpu() for n, p in enc.named_parameters()}
-                        for m, enc in self.encoders.items()}
+                        for m, enc in model.encoders.items()}
         p = self.params
-        self.schedule = relearn_epochs(p["every"], p["times"], p["reference_epochs"], config["train"]["epochs"])
+        self.schedule = relearn_epochs(p["every"], p["times"], p["reference_epochs"], self.run.epochs)
+        return model
 
-    def on_epoch_end(self, model: nn.Module, state: StepState) -> None:
-        if state.epoch + 1 not in self.schedule:
+    def on_epoch_end(self, ctx: EpochContext) -> None:
+        if ctx.epoch + 1 not in self.schedule:
             return
-        ctx = state.loop
-        train = collect(model, ctx.splits["train_eval"], ctx.device, ctx.frame_norm)
-        heldout = collect(model, ctx.splits["val"], ctx.device, ctx.frame_norm)
-        n_classes = len(ctx.splits["train"].meta["labels"])
-        if self.params["match_heldout_size"] and len(train["label"]) > len(heldout["label"]):
+        train, heldout = self.run.collect(ctx.model, "train_eval"), self.run.collect(ctx.model, "val")
+        n_train, n_held = len(train["label"]), len(heldout["label"])
+        pick = np.arange(n_train)
+        if self.params["match_heldout_size"] and n_train > n_held:
             # its own generator: the diagnosis leaves the training's random stream alone
-            rng = np.random.default_rng([state.config["run"]["seed"], state.epoch])
-            pick = np.sort(rng.choice(len(train["label"]), len(heldout["label"]), replace=False))
-            train = {k: v[pick] for k, v in train.items()}
+            rng = np.random.default_rng([self.run.seed, ctx.epoch])
+            pick = np.sort(rng.choice(n_train, n_held, replace=False))
         seed, n_init = self.params["kmeans_seed"], self.params["kmeans_n_init"]
-        for m, key in (("audio", "f_a"), ("visual", "f_v")):
-            p_train = cluster_purity(train[key], train["label"], n_classes, seed, n_init)
-            p_held = cluster_purity(heldout[key], heldout["label"], n_classes, seed, n_init)
+        for m, encoder in ctx.model.encoders.items():
+            p_train = cluster_purity(train["features"][m][pick], train["label"][pick], self.run.n_classes, seed,
+                                     n_init)
+            p_held = cluster_purity(heldout["features"][m], heldout["label"], self.run.n_classes, seed, n_init)
             w = relearn_weight(p_train, p_held, self.params["lam"])
-            blend_towards(self.encoders[m], self.initial[m], w)
+            blend_towards(encoder, self.initial[m], w)
             self.record(f"purity_train_{m}", p_train)
             self.record(f"purity_heldout_{m}", p_held)
             self.record(f"relearn_weight_{m}", w)

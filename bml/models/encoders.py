@@ -1,4 +1,5 @@
-"""Uni-modal encoders: audio (a log-mel spectrogram) and visual (a few RGB frames) to one feature vector.
+"""Uni-modal encoders: one per modality kind (bml/catalog.py): a spectrogram, a few RGB frames, or a few
+optical-flow frames, to one feature vector.
 
 Two pairs:
 - `ResNet18Audio` / `ResNet18Visual`: the encoders of OGM-GE (Peng et al., "Balanced Multimodal Learning
@@ -9,10 +10,13 @@ Two pairs:
   spectrograms, (T, 3, 64, 64) frames), as calibrated in ../shared/AVDIGITS.md: widths 8 -> 128,
   frames pooled to 32 x 32 first, a per-frame CNN averaged over frames.
 
-Every encoder maps a batch to (B, out_dim) and has an attribute `out_dim`.
+Every encoder maps a batch to (B, out_dim) and has an attribute `out_dim`. A flow encoder is the frame
+encoder with 2 input channels (u, v), as two-stream networks read flow.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +33,9 @@ def _as_image(spec: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"expected a spectrogram of shape (B, F, T) or (B, 1, F, T), got {tuple(spec.shape)}")
 
 
-def _check_frames(frames: torch.Tensor) -> None:
-    if frames.dim() != 5 or frames.shape[2] != 3:
-        raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+def _check_frames(frames: torch.Tensor, channels: int) -> None:
+    if frames.dim() != 5 or frames.shape[2] != channels:
+        raise ValueError(f"expected frames of shape (B, T, {channels}, H, W), got {tuple(frames.shape)}")
 
 
 def _resnet18_trunk(in_channels: int) -> nn.Sequential:
@@ -57,16 +61,18 @@ class ResNet18Audio(nn.Module):
 
 
 class ResNet18Visual(nn.Module):
-    """ResNet-18 on each frame, average-pooled over (T, h, w) to (B, 512), as in OGM-GE's code."""
+    """ResNet-18 on each frame (RGB, or the 2 channels of optical flow), average-pooled over (T, h, w) to
+    (B, 512), as in OGM-GE's code."""
 
     out_dim = 512
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
-        self.trunk = _resnet18_trunk(in_channels=3)
+        self.in_channels = in_channels
+        self.trunk = _resnet18_trunk(in_channels=in_channels)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        _check_frames(frames)
+        _check_frames(frames, self.in_channels)
         B, T = frames.shape[:2]
         x = self.trunk(frames.flatten(0, 1))  # (B*T, 512, h, w)
         x = x.view(B, T, *x.shape[1:])  # (B, T, 512, h, w)
@@ -105,32 +111,38 @@ class SmallAudioCNN(nn.Module):
 class SmallVisualCNN(nn.Module):
     """A per-frame 2-D CNN on frames pooled to frame_size x frame_size, averaged over frames to (B, out_dim)."""
 
-    def __init__(self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64), frame_size: int = 32) -> None:
+    def __init__(self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64), frame_size: int = 32,
+                 in_channels: int = 3) -> None:
         super().__init__()
         self.out_dim = out_dim
         self.frame_size = frame_size
-        self.cnn = small_cnn(3, (*widths, out_dim))
+        self.in_channels = in_channels
+        self.cnn = small_cnn(in_channels, (*widths, out_dim))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        _check_frames(frames)
+        _check_frames(frames, self.in_channels)
         B, T = frames.shape[:2]
-        x = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        x = frames.flatten(0, 1)  # (B*T, C, H, W)
         if x.shape[-2:] != (self.frame_size, self.frame_size):
-            x = F.adaptive_avg_pool2d(x, self.frame_size)  # (B*T, 3, 32, 32)
+            x = F.adaptive_avg_pool2d(x, self.frame_size)  # (B*T, C, 32, 32)
         x = self.cnn(x)  # (B*T, out_dim, 1, 1) for 32 x 32
         x = x.view(B, T, self.out_dim, *x.shape[2:])  # (B, T, out_dim, h, w)
         return x.mean(dim=(1, 3, 4))  # (B, out_dim)
 
 
-ENCODERS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "resnet18": (ResNet18Audio, ResNet18Visual),
-    "small_cnn": (SmallAudioCNN, SmallVisualCNN),
+# (family, modality kind) -> the class that encodes it; the names match bml/catalog.py
+ENCODERS: dict[tuple[str, str], Callable[[], nn.Module]] = {
+    ("resnet18", "audio"): ResNet18Audio,
+    ("resnet18", "frames"): lambda: ResNet18Visual(in_channels=3),
+    ("resnet18", "flow"): lambda: ResNet18Visual(in_channels=2),
+    ("small_cnn", "audio"): SmallAudioCNN,
+    ("small_cnn", "frames"): lambda: SmallVisualCNN(in_channels=3),
+    ("small_cnn", "flow"): lambda: SmallVisualCNN(in_channels=2),
 }
 
 
-def build_encoders(name: str, **kw) -> tuple[nn.Module, nn.Module]:
-    """The (audio, visual) encoder pair called `name`; keyword arguments go to both constructors."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
-    audio_cls, visual_cls = ENCODERS[name]
-    return audio_cls(**kw), visual_cls(**kw)
+def build_encoder(family: str, kind: str) -> nn.Module:
+    """The encoder of one modality kind in encoder family `family` (the protocol's `encoder`)."""
+    if (family, kind) not in ENCODERS:
+        raise ValueError(f"no {family!r} encoder for modality kind {kind!r}; there are {sorted(ENCODERS)}")
+    return ENCODERS[(family, kind)]()

@@ -1,104 +1,77 @@
-# Data stages: generate the embedded dataset, extract frames and audio with ffmpeg (one job per shard),
-# compute spectrograms, pack each split into one memory-mappable file. Each rule calls a `bml` command,
-# the same command that dvc.yaml runs.
+# Data stages, per dataset and feature recipe: the manifest (generated, or listed from a release on disk),
+# feature extraction in shards (one ffmpeg decode per clip for every modality), packing into one file per
+# split. Each rule calls the `bml` command that dvc.yaml runs, with the plan's values.
 
 
-rule generate_avdigits:
+rule generate:
     output:
-        manifest=dataset_dir("raw", "manifest.csv"),
-        clips=directory(dataset_dir("raw", "clips")),
-    params:
-        preset=config["avdigits"]["preset"],
-        n_clips=config["avdigits"]["n_clips"],
-        seed=config["avdigits"]["seed"],
-        settings=f"{workflow.basedir}/params/datasets/avdigits.yaml",
-        out=parent_of("output", "manifest"),
-    threads: config["avdigits"]["workers"]
-    log:
-        dataset_dir("logs", "generate.log"),
-    benchmark:
-        dataset_dir("benchmarks", "generate.tsv")
-    shell:
-        "bml generate --preset {params.preset} --n-clips {params.n_clips} --seed {params.seed}"
-        " --workers {threads} --settings {params.settings} --out {params.out} > {log} 2>&1"
-
-
-rule extract_frames:
+        raw=directory(LAYOUT.raw_dir("{dataset}")),
+        manifest=LAYOUT.manifest("{dataset}"),
+        meta=LAYOUT.dataset_dir("{dataset}") + "/manifest.json",
+        skipped=LAYOUT.dataset_dir("{dataset}") + "/listing_skipped.tsv",
     input:
-        manifest=rules.generate_avdigits.output.manifest,
-    output:
-        directory(dataset_dir("frames", "shard{shard}")),
+        code("generate"),
+    wildcard_constraints:
+        dataset=names(d for d, spec in PLAN.datasets.items() if spec.generated),
     params:
-        fps=config["extract"]["fps"],
-        quality=config["extract"]["jpeg_quality"],
-        n_shards=config["extract"]["n_shards"],
-        out=parent_of("output"),
+        values=lambda w: digest(PLAN.dataset_values(w.dataset)),
+    threads: PLAN.pipeline["extract"]["workers"]
     log:
-        dataset_dir("logs", "extract_frames_{shard}.log"),
+        "logs/{dataset}/manifest.log",
     benchmark:
-        dataset_dir("benchmarks", "extract_frames_{shard}.tsv")
+        "logs/{dataset}/manifest.benchmark.tsv"
     shell:
-        "bml extract-frames --manifest {input.manifest} --fps {params.fps} --jpeg-quality {params.quality}"
-        " --n-shards {params.n_shards} --shard {wildcards.shard} --out {params.out} > {log} 2>&1"
+        "bml manifest --dataset {wildcards.dataset} --workers {threads} {PLANNED} --expect-hash {params.values}"
+        " > {log} 2>&1"
 
 
-rule extract_audio:
-    input:
-        manifest=rules.generate_avdigits.output.manifest,
+rule list_release:
     output:
-        directory(dataset_dir("audio", "shard{shard}")),
+        manifest=LAYOUT.manifest("{dataset}"),
+        meta=LAYOUT.dataset_dir("{dataset}") + "/manifest.json",
+        skipped=LAYOUT.dataset_dir("{dataset}") + "/listing_skipped.tsv",
+    input:
+        code("list"),
+    wildcard_constraints:
+        dataset=names(d for d, spec in PLAN.datasets.items() if not spec.generated),
     params:
-        sample_rate=config["extract"]["sample_rate"],
-        n_shards=config["extract"]["n_shards"],
-        out=parent_of("output"),
+        values=lambda w: digest(PLAN.dataset_values(w.dataset)),
     log:
-        dataset_dir("logs", "extract_audio_{shard}.log"),
+        "logs/{dataset}/manifest.log",
+    shell:
+        "bml manifest --dataset {wildcards.dataset} {PLANNED} --expect-hash {params.values} > {log} 2>&1"
+
+
+rule extract:
+    output:
+        records=LAYOUT.shard("{dataset}", "{recipe}", "{shard}"),
+        status=LAYOUT.shard("{dataset}", "{recipe}", "{shard}").removesuffix(".npy") + ".tsv",
+    input:
+        LAYOUT.manifest("{dataset}"),
+        code("extract"),
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        values=lambda w: digest(recipe_of(w).values),
+    log:
+        "logs/{dataset}/{recipe}/extract_{shard}.log",
     benchmark:
-        dataset_dir("benchmarks", "extract_audio_{shard}.tsv")
+        "logs/{dataset}/{recipe}/extract_{shard}.benchmark.tsv"
     shell:
-        "bml extract-audio --manifest {input.manifest} --sample-rate {params.sample_rate}"
-        " --n-shards {params.n_shards} --shard {wildcards.shard} --out {params.out} > {log} 2>&1"
-
-
-rule spectrograms:
-    input:
-        dataset_dir("audio", "shard{shard}"),
-    output:
-        directory(dataset_dir("spectrograms", "shard{shard}")),
-    params:
-        preset=config["features"]["audio_preset"],
-        presets=f"{workflow.basedir}/params/audio_presets.yaml",
-        n_shards=config["extract"]["n_shards"],
-        audio=parent_of("input"),
-        out=parent_of("output"),
-    log:
-        dataset_dir("logs", "spectrograms_{shard}.log"),
-    shell:
-        "bml spectrograms --audio {params.audio} --preset {params.preset} --presets {params.presets}"
-        " --n-shards {params.n_shards} --shard {wildcards.shard} --out {params.out} > {log} 2>&1"
+        "bml extract --dataset {wildcards.dataset} --recipe {wildcards.recipe} --shard {wildcards.shard} {PLANNED}"
+        " --expect-hash {params.values} > {log} 2>&1"
 
 
 rule pack:
-    input:
-        manifest=rules.generate_avdigits.output.manifest,
-        frames=expand(dataset_dir("frames", "shard{shard}"), shard=SHARDS),
-        audio=expand(dataset_dir("audio", "shard{shard}"), shard=SHARDS),
-        spectrograms=expand(dataset_dir("spectrograms", "shard{shard}"), shard=SHARDS),
     output:
-        [dataset_dir("packed", f"{split}.npy") for split in SPLITS],
-        [dataset_dir("packed", f"{split}.json") for split in SPLITS],
-        skipped=dataset_dir("packed", "skipped.tsv"),
-        summary=dataset_dir("summary.json"),
-    params:
-        n_frames=config["features"]["n_frames"],
-        frame_size=config["features"]["frame_size"],
-        frames=parent_of("input", "frames"),
-        audio=parent_of("input", "audio"),
-        spectrograms=parent_of("input", "spectrograms"),
-        out=parent_of("output", "skipped"),
+        [LAYOUT.packed_dir("{dataset}", "{recipe}") + f"/{split}.{ext}" for split in ("train", "val", "test")
+         for ext in ("npy", "json")],
+        skipped=LAYOUT.packed_dir("{dataset}", "{recipe}") + "/skipped.tsv",
+        summary=LAYOUT.recipe_dir("{dataset}", "{recipe}") + "/summary.json",
+    input:
+        lambda w: [LAYOUT.shard(w.dataset, w.recipe, k) for k in range(recipe_of(w).n_shards)],
+        code("pack"),
     log:
-        dataset_dir("logs", "pack.log"),
+        "logs/{dataset}/{recipe}/pack.log",
     shell:
-        "bml pack --manifest {input.manifest} --frames {params.frames} --audio {params.audio}"
-        " --spectrograms {params.spectrograms} --n-frames {params.n_frames}"
-        " --frame-size {params.frame_size} --out {params.out} --summary {output.summary} > {log} 2>&1"
+        "bml pack --dataset {wildcards.dataset} --recipe {wildcards.recipe} {PLANNED} > {log} 2>&1"

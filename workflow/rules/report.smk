@@ -4,19 +4,18 @@
 
 
 rule report:
-    input:
-        train_targets(),
-        published=f"{workflow.basedir}/params/published.yaml",
     output:
-        html=f"{REPORT}/index.html",
-        summary=f"{REPORT}/summary.json",
+        html=f"{LAYOUT.report_dir}/index.html",
+        summary=f"{LAYOUT.report_dir}/summary.json",
+    input:
+        [f"{cell.run_dir}/metrics.json" for cell in PLAN.cells],
+        f"{workflow.basedir}/params/published.yaml",
+        code("report"),
     params:
-        params_dir=f"{workflow.basedir}/params",
-        results=RESULTS,
-        out=REPORT,
+        values=digest(PLAN.report_values()),
     log:
         "logs/report.log",
     benchmark:
         "logs/report.benchmark.tsv"
     shell:
-        "bml report --params-dir {params.params_dir} --results-root {params.results} --out {params.out} > {log} 2>&1"
+        "bml report {PLANNED} > {log} 2>&1"

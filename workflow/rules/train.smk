@@ -1,27 +1,29 @@
-# Training: one job per (dataset, protocol, fusion, method, seed) cell, through `bml train`, which
-# resumes from the cell's last checkpoint by itself. Only metrics.json (written last) is the output, so a
-# failed or killed job never makes Snakemake delete its checkpoints: rerunning it continues the run.
+# Training: one job per cell of the plan, through `bml train --cell`, which resumes from the cell's last
+# checkpoint by itself. Only metrics.json (written last) is the output, so a failed or killed job never
+# makes Snakemake delete its checkpoints: rerunning it continues the run. The `values` param is the cell's
+# hash: changing a value the cell depends on reruns it, and nothing else.
 
 
 rule train:
-    input:
-        train_inputs,
     output:
-        metrics=os.path.join(RUN_DIR, "metrics.json"),
+        metrics=LAYOUT.run_dir("{dataset}", "{protocol}", "{fusion}", "{method}", "{seed}") + "/metrics.json",
+    input:
+        packed=lambda w: [f"{LAYOUT.packed_dir(w.dataset, cell_of(w).recipe)}/{s}.npy" for s in ("train", "val", "test")],
+        required=lambda w: [f"{PLAN.cell(r).run_dir}/metrics.json" for r in cell_of(w).requires],
+        code=lambda w: [f"{workflow.basedir}/{path}" for path in cell_of(w).code],
     wildcard_constraints:
         seed=r"\d+",
         fusion=r"[a-z_]+",
-        method=r"[a-z_]+",
+        method=r"[a-z0-9_]+",
     params:
-        params_dir=f"{workflow.basedir}/params",
+        cell=lambda w: cell_of(w).name,
+        values=lambda w: cell_of(w).hash,
     threads: 1
     resources:
-        gpu=GPUS_PER_RUN,
+        gpu=GPUS_PER_TRAIN_JOB,
     log:
         "logs/train/{dataset}/{protocol}/{fusion}/{method}/seed{seed}.log",
     benchmark:
         "logs/train/{dataset}/{protocol}/{fusion}/{method}/seed{seed}.benchmark.tsv"
     shell:
-        "bml train --dataset {wildcards.dataset} --protocol {wildcards.protocol} --method {wildcards.method}"
-        " --fusion {wildcards.fusion} --seed {wildcards.seed} --threads {threads} --params-dir {params.params_dir}"
-        " > {log} 2>&1"
+        "bml train --cell {params.cell} --threads {threads} {PLANNED} --expect-hash {params.values} > {log} 2>&1"

@@ -1,0 +1,35 @@
+"""The names the plan checks a configuration against, torch-free: modality kinds, fusion heads, encoders.
+
+The torch modules (bml/models/) key their classes by the same names; tests/test_plan.py checks that the two
+agree, so the plan can refuse a bad name in milliseconds, before Snakemake or DVC schedules anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A modality's kind says how it is extracted, stored and encoded; its name (audio, visual, flow, ...) is the
+# key of batches, features, logits and metrics.
+MODALITY_KINDS = {
+    "audio": "a spectrogram (float16, the preset's shape) from the audio track",
+    "frames": "RGB frames (uint8, T x 3 x S x S) from the video track",
+    "flow": "optical flow (uint8, T x 2 x S x S; u and v quantised as the two-stream releases store them)",
+}
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    name: str
+    splits_logits: bool  # its logits are a sum of per-modality logits (OGM, OPM and evaluation read those)
+    two_only: bool  # defined for exactly two modalities
+
+
+FUSIONS = {
+    "concat": FusionSpec("concat", splits_logits=True, two_only=False),
+    "sum": FusionSpec("sum", splits_logits=True, two_only=False),
+    "film": FusionSpec("film", splits_logits=False, two_only=True),
+    "gated": FusionSpec("gated", splits_logits=False, two_only=True),
+}
+NO_FUSION = "none"  # uni-modal models and the ensemble have no fusion head
+
+ENCODERS = ("small_cnn", "resnet18")  # encoder families; bml/models/encoders.py has one class per (family, kind)

@@ -1,0 +1,137 @@
+"""The manifest: one row per clip (id, label, split, the span used, one file per modality), checked before
+any feature is extracted, so that nothing wrong gets into the packed data.
+
+    data/<dataset>/manifest.csv     clip_id,label,split,start,end,path_<modality>...   (sorted by clip_id)
+    data/<dataset>/manifest.json    {"dataset", "classes": [...], "modalities": {...}}
+    data/<dataset>/listing_skipped.tsv   clips the release listing could not use (clip_id, stage, reason)
+
+Both a generator and a release adapter (bml/data/adapters/) end here, through `write_manifest`, which
+refuses the whole manifest with one message listing every problem and its row: duplicate or unsafe ids,
+labels outside the class list, unknown splits, missing files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bml.config import ConfigError
+
+SPLITS = ("train", "val", "test")
+MAX_ID = 64  # characters: the packed records' clip_id field holds this many (bml/data/pack.py)
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+SKIPPED_FIELDS = ["clip_id", "stage", "reason"]
+
+
+class ManifestError(ConfigError):
+    """A manifest bml refuses; the message lists every problem with its row."""
+
+
+@dataclass(frozen=True)
+class Row:
+    clip_id: str
+    label: int
+    split: str
+    paths: dict[str, str]  # modality -> absolute file path
+    start: float = 0.0
+    end: float | None = None
+
+
+def problems(rows: list[dict], classes: list[str], modalities: list[str], check_files: bool = True) -> list[str]:
+    """Every problem of raw manifest rows (dicts of strings or values), one line each, naming the row."""
+    found, seen = [], {}
+    for i, row in enumerate(rows, start=2):  # row 1 is the CSV header
+        where = f"row {i} ({row.get('clip_id')!r})"
+        cid = str(row.get("clip_id", ""))
+        if not SAFE_ID.match(cid) or ".." in cid:
+            found.append(f"{where}: clip_id must be letters, digits, '_', '-' or '.', start with a letter or digit "
+                         f"and hold no '..' (it names files)")
+        if len(cid) > MAX_ID:
+            found.append(f"{where}: clip_id has {len(cid)} characters; at most {MAX_ID} fit the packed format")
+        if cid in seen:
+            found.append(f"{where}: clip_id repeats row {seen[cid]}")
+        seen.setdefault(cid, i)
+        try:
+            label = int(str(row.get("label")).strip())
+            if str(label) != str(row.get("label")).strip():
+                raise ValueError
+        except ValueError:
+            found.append(f"{where}: label {row.get('label')!r} is not an integer index into the class list")
+        else:
+            if not 0 <= label < len(classes):
+                found.append(f"{where}: label {label} is outside the class list (0..{len(classes) - 1})")
+        if row.get("split") not in SPLITS:
+            found.append(f"{where}: split {row.get('split')!r} is not one of {list(SPLITS)}")
+        for m in modalities:
+            path = row.get(f"path_{m}")
+            if not path:
+                found.append(f"{where}: no file for modality {m!r} (column path_{m})")
+            elif check_files and not Path(path).is_file():
+                found.append(f"{where}: {m} file {path} does not exist")
+        for key in ("start", "end"):
+            value = row.get(key)
+            if value not in (None, ""):
+                try:
+                    float(value)
+                except ValueError:
+                    found.append(f"{where}: {key} {value!r} is not a number of seconds")
+    present = {r.get("split") for r in rows}
+    found += [f"split {s!r} has no clip" for s in SPLITS if s not in present]
+    return found
+
+
+def write_manifest(out_dir: str | Path, dataset: str, rows: list[dict], classes: list[str], modalities: dict[str, str],
+                   skipped: list[dict] | None = None) -> Path:
+    """Check and write manifest.csv, manifest.json and listing_skipped.tsv; ManifestError lists every problem."""
+    out_dir = Path(out_dir)
+    found = problems(rows, classes, list(modalities))
+    if found:
+        shown = found[:50] + ([f"... and {len(found) - 50} more"] if len(found) > 50 else [])
+        raise ManifestError(f"{out_dir / 'manifest.csv'}: {len(found)} problem(s) in the manifest of {dataset!r}:\n"
+                            + "\n".join(f"  - {p}" for p in shown))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = ["clip_id", "label", "split", "start", "end"] + [f"path_{m}" for m in modalities]
+    rows = sorted(rows, key=lambda r: r["clip_id"])
+    _write_tsv(out_dir / "listing_skipped.tsv", SKIPPED_FIELDS, skipped or [], delimiter="\t")
+    (out_dir / "manifest.json").write_text(json.dumps(
+        {"dataset": dataset, "classes": classes, "modalities": modalities, "n_clips": len(rows),
+         "n_listing_skipped": len(skipped or [])}, indent=2) + "\n")
+    _write_tsv(out_dir / "manifest.csv", fields, [{k: r.get(k, "") for k in fields} for r in rows], delimiter=",")
+    return out_dir / "manifest.csv"  # written last: its presence means the manifest is complete
+
+
+def _write_tsv(path: Path, fields: list[str], rows: list[dict], delimiter: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, delimiter=delimiter, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> tuple[list[Row], dict]:
+    """The rows of a written manifest (sorted by clip_id) and its metadata (classes, modalities)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found; run the manifest stage first (bml manifest)")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    with path.open(newline="") as f:
+        rows = [Row(r["clip_id"], int(r["label"]), r["split"], {m: r[f"path_{m}"] for m in meta["modalities"]},
+                    float(r["start"] or 0.0), float(r["end"]) if r["end"] else None) for r in csv.DictReader(f)]
+    return rows, meta
+
+
+def read_skipped(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def write_skipped(path: str | Path, rows: list[dict]) -> None:
+    _write_tsv(Path(path), SKIPPED_FIELDS, sorted(rows, key=lambda s: (s["clip_id"], s["stage"])), delimiter="\t")

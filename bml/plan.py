@@ -1,0 +1,390 @@
+"""The plan: params/ (plus command-line overrides) resolved into every stage bml runs, torch-free.
+
+One source of truth for the Snakefile, dvc.yaml and the `bml` commands. `load_plan` reads
+params/params.yaml (the matrix), params/datasets/<name>.yaml (sources, modalities, feature recipes),
+params/protocols/<name>.yaml (a paper's setting) and params/methods/<name>.yaml (method defaults), checks
+every name and value before anything runs, and returns:
+
+- the data stages: one manifest per dataset, one feature extraction per (dataset, recipe) in shards, one
+  packing per (dataset, recipe);
+- the cells: dataset x protocol x method x fusion x seed, each a frozen record of its resolved
+  configuration, the hash of everything that decides its numbers, its paths and the runs it needs;
+- each stage's `values` (what decides its outputs) and their hash: Snakemake reruns a job when its hash
+  changes (a rule param), DVC when the witness file `bml plan --write` leaves for it changes. So a changed
+  value reruns exactly the stages it reaches, under either engine.
+
+Every path comes from here (`Layout`): nothing else writes a run directory or a packed file name.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bml.catalog import ENCODERS, MODALITY_KINDS, NO_FUSION
+from bml.config import PARAMS_DIR, PROJECT_ROOT, SCHEMAS_DIR, ConfigError, check, merge, parse_value, read_yaml, refuse, schema_problems, typed
+from bml.methods import allowed_fusions, method_spec, required_runs
+
+SPLITS = ("train", "val", "test")
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# settings that change where or how fast a run goes, never its numbers: left out of its hash
+NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "workers")}
+# the code each kind of stage runs (globs relative to the project root): a change reruns the stage, under
+# either engine; `code_files` expands them to files (a folder's mtime says nothing of its files' edits)
+CODE_GLOBS = {
+    "generate": ["bml/data/avdigits.py", "bml/data/speech.py", "bml/data/manifest.py", "bml/data/sources.py"],
+    "list": ["bml/data/adapters/*.py", "bml/data/manifest.py", "bml/data/sources.py"],
+    "extract": ["bml/data/extract.py", "bml/data/audio.py", "bml/data/flow.py"],
+    "pack": ["bml/data/pack.py"],
+    "train": ["bml/train.py", "bml/checkpoint.py", "bml/optim.py", "bml/evaluate.py", "bml/results.py",
+              "bml/data/loader.py", "bml/models/*.py", "bml/methods/base.py"],
+    "report": ["bml/report.py", "bml/tables.py", "bml/figures.py", "bml/stats.py", "bml/results.py"],
+}
+
+
+def code_files(kind: str) -> list[str]:
+    return sorted({str(p.relative_to(PROJECT_ROOT)) for g in CODE_GLOBS[kind] for p in PROJECT_ROOT.glob(g)})
+
+
+CODE = {kind: code_files(kind) for kind in CODE_GLOBS}
+
+
+def digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives, relative to the working directory (the project root)."""
+
+    data_root: str = "data"
+    results_root: str = "results"
+    report_dir: str = "reports"
+
+    def dataset_dir(self, dataset: str) -> str:
+        return f"{self.data_root}/{dataset}"
+
+    def manifest(self, dataset: str) -> str:
+        return f"{self.data_root}/{dataset}/manifest.csv"
+
+    def raw_dir(self, dataset: str) -> str:  # what a generator writes (the clips)
+        return f"{self.data_root}/{dataset}/raw"
+
+    def recipe_dir(self, dataset: str, recipe: str) -> str:
+        return f"{self.data_root}/{dataset}/{recipe}"
+
+    def shard(self, dataset: str, recipe: str, shard: int) -> str:
+        return f"{self.data_root}/{dataset}/{recipe}/shards/shard{shard}.npy"
+
+    def packed_dir(self, dataset: str, recipe: str) -> str:
+        return f"{self.data_root}/{dataset}/{recipe}/packed"
+
+    def run_dir(self, dataset: str, protocol: str, fusion: str, method: str, seed: int) -> str:
+        return f"{self.results_root}/{dataset}/{protocol}/{fusion}/{method}/seed{seed}"
+
+    @property
+    def run_glob(self) -> str:  # every run directory under results_root (read back by bml/results.py)
+        return "*/*/*/*/seed*"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    source: dict  # the `source:` section with params.yaml's datasets.<name> merged in
+    modalities: dict[str, str]  # modality name -> kind, in the dataset's order
+    recipes: dict[str, dict]  # recipe name -> {span, <modality>: settings}
+
+    @property
+    def generated(self) -> bool:
+        return self.source["kind"] == "generator"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dataset: str
+    name: str
+    values: dict  # the source, modalities and this recipe: what decides the features
+    n_shards: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}-{self.name}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: dataset x protocol x method x fusion x seed."""
+
+    dataset: str
+    protocol: str
+    method: str
+    fusion: str
+    seed: int
+    recipe: str
+    config: dict = field(compare=False, repr=False)  # resolved: run, data, train, method, eval, paths, tracking
+    requires: tuple[str, ...] = ()  # names of the cells whose outputs it reads
+    code: tuple[str, ...] = ()  # the files whose change reruns it
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.protocol}-{self.method}-{self.fusion}-s{self.seed}"
+
+    @property
+    def hash(self) -> str:
+        return self.config["hash"]
+
+    @property
+    def run_dir(self) -> str:
+        return self.config["paths"]["run_dir"]
+
+
+def hashed_config(config: dict) -> dict:
+    """The part of a cell's configuration that decides its numbers (what its hash covers)."""
+    kept = {k: copy.deepcopy(config[k]) for k in ("run", "data", "train", "method", "eval")}
+    for key in NOT_HASHED["train"]:
+        kept["train"].pop(key, None)
+    for key in NOT_HASHED["source"]:
+        kept["data"]["source"].pop(key, None)
+    return kept
+
+
+# ---- reading params/ -------------------------------------------------------------------------------
+
+
+def _names(params_dir: Path, folder: str) -> list[str]:
+    return sorted(p.stem for p in (params_dir / folder).glob("*.yaml"))
+
+
+def load_pipeline(params_dir: Path = PARAMS_DIR, overrides: dict | None = None) -> dict:
+    """params.yaml with `overrides` (Snakemake's --config, typed) merged in, checked against its schema."""
+    path = params_dir / "params.yaml"
+    pipeline = merge(read_yaml(path), typed(overrides or {}))
+    return check(pipeline, "params.schema.yaml", f"{path}" + (" (with --config overrides)" if overrides else ""),
+                 "pipeline configuration")
+
+
+def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
+    path = params_dir / "datasets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown dataset {name!r}: no {path}; datasets: {_names(params_dir, 'datasets')}")
+    spec = check(read_yaml(path), "dataset.schema.yaml", path, "dataset")
+    source = merge(spec["source"], pipeline.get("datasets", {}).get(name) or {})
+    problems = [f"key 'modalities.{m}': kind {d['kind']!r} is not one of {sorted(MODALITY_KINDS)}"
+                for m, d in spec["modalities"].items() if d["kind"] not in MODALITY_KINDS]
+    presets = read_yaml(params_dir / "audio_presets.yaml")
+    for rname, recipe in spec.get("recipes", {}).items():
+        missing = sorted(set(spec["modalities"]) - set(recipe))
+        extra = sorted(set(recipe) - set(spec["modalities"]) - {"span"})
+        if missing or extra:
+            problems.append(f"key 'recipes.{rname}': needs settings for every modality {list(spec['modalities'])}"
+                            + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+        for m, kind in ((m, d["kind"]) for m, d in spec["modalities"].items() if m in recipe):
+            problems += [f"key 'recipes.{rname}.{m}': {p}" for p in
+                         schema_problems(read_yaml(SCHEMAS_DIR / "recipe.schema.yaml")
+                                         ["$defs"][kind], recipe[m])]
+            if kind == "audio" and recipe[m].get("preset") not in presets:
+                problems.append(f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
+                                f"params/audio_presets.yaml; choose one of {sorted(presets)}")
+    refuse(path, "dataset", problems)
+    return Dataset(name, spec["description"], source, {m: d["kind"] for m, d in spec["modalities"].items()},
+                   spec.get("recipes", {}))
+
+
+def recipe_values(dataset: Dataset, recipe: str, params_dir: Path) -> dict:
+    """What decides a recipe's features: the source, the modalities, the recipe, the audio presets it uses."""
+    settings = dataset.recipes[recipe]
+    presets = read_yaml(params_dir / "audio_presets.yaml")
+    source = {k: v for k, v in dataset.source.items() if k not in NOT_HASHED["source"]}
+    return {"dataset": dataset.name, "recipe": recipe, "source": source, "modalities": dataset.modalities,
+            "settings": settings, "presets": {s["preset"]: presets[s["preset"]] for m, s in settings.items()
+                                              if m != "span" and dataset.modalities[m] == "audio"}}
+
+
+def _set(config: dict, item: str) -> None:
+    """Apply one `--set section.key=value` to a resolved configuration."""
+    dotted, sep, raw = item.partition("=")
+    section, _, rest = dotted.strip().partition(".")
+    if not sep or section not in ("train", "method", "eval") or not rest:
+        raise ConfigError(f"--set {item!r}: expected train.<key>=value, method.<key>=value or eval.<key>=value "
+                          f"(e.g. train.epochs=2, method.alpha=0.5)")
+    node, parts = config[section], rest.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"--set {dotted}: no section {part!r} under {section}; it has {sorted(node)}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"--set {dotted}: unknown key {parts[-1]!r}; choose one of {sorted(node)}")
+    node[parts[-1]] = parse_value(raw.strip())
+
+
+def resolve_cell(dataset: Dataset, protocol: str, method: str, fusion: str, seed: int, params_dir: Path,
+                 pipeline: dict, layout: Layout, sets: tuple[str, ...] = ()) -> Cell:
+    """One cell, resolved and checked: protocol < protocol's dataset section < --set; method defaults <
+    protocol's methods section < protocol's dataset section < --set."""
+    where = f"cell {dataset.name}/{protocol}/{method}/{fusion}"
+    ppath = params_dir / "protocols" / f"{protocol}.yaml"
+    if not ppath.is_file():
+        raise ConfigError(f"{where}: unknown protocol {protocol!r}; choose one of {_names(params_dir, 'protocols')}")
+    proto = check(read_yaml(ppath), "protocol.schema.yaml", ppath, "protocol")
+    if dataset.name not in proto["datasets"]:
+        raise ConfigError(f"{where}: protocol {protocol!r} ({ppath}) has no setting for dataset {dataset.name!r}; "
+                          f"it covers {sorted(proto['datasets'])}")
+    on_dataset = proto["datasets"][dataset.name]
+    if on_dataset["recipe"] not in dataset.recipes:
+        raise ConfigError(f"{ppath}: key 'datasets.{dataset.name}.recipe': {on_dataset['recipe']!r} is not a recipe "
+                          f"of dataset {dataset.name!r}; choose one of {sorted(dataset.recipes)}")
+    try:
+        spec = method_spec(method)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    modalities = list(dataset.modalities)
+    if spec.modality is not None and spec.modality not in modalities:
+        raise ConfigError(f"{where}: dataset {dataset.name!r} has no modality {spec.modality!r}; "
+                          f"its modalities are {modalities} (uni-modal runs: {[m + '_only' for m in modalities]})")
+    if spec.n_modalities == 2 and len(modalities) != 2:
+        raise ConfigError(f"{where}: {spec.title}'s formulas are defined for two modalities ({spec.paper}); dataset "
+                          f"{dataset.name!r} has {len(modalities)}: {modalities}")
+    fusions = allowed_fusions(spec, len(modalities))
+    if fusion not in fusions:
+        raise ConfigError(f"{where}: method {method!r} works with fusion {fusions} on {len(modalities)} modalities, "
+                          f"not {fusion!r}")
+    mpath = params_dir / "methods" / f"{method}.yaml"
+    method_params = read_yaml(mpath) if mpath.is_file() else {}
+    method_params = merge(merge(method_params, proto.get("methods", {}).get(method, {})),
+                          on_dataset.get("methods", {}).get(method, {}))
+    run = {"dataset": dataset.name, "protocol": protocol, "method": method, "fusion": fusion, "seed": int(seed)}
+    run_dir = layout.run_dir(dataset.name, protocol, fusion, method, seed)
+    config = {
+        "run": run,
+        "data": {"recipe": on_dataset["recipe"], "modalities": dict(dataset.modalities),
+                 "source": {k: v for k, v in dataset.source.items()},
+                 "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]])},
+        "train": merge(proto["train"], on_dataset.get("train", {})),
+        "method": method_params,
+        "eval": copy.deepcopy(pipeline["evaluation"]),
+        "paths": {"packed_dir": layout.packed_dir(dataset.name, on_dataset["recipe"]), "run_dir": run_dir,
+                  "results_root": layout.results_root},
+        "requires": {m: layout.run_dir(dataset.name, protocol, f, m, seed) for m, f in required_runs(spec, modalities)},
+        "tracking": copy.deepcopy(pipeline["tracking"]),
+        "protocol_description": proto["description"],
+    }
+    for item in sets:
+        _set(config, item)
+    refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
+    schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
+    if method in schema["properties"]:
+        refuse(f"{mpath} (with the protocol's and any --set overrides)", f"parameters of method {method!r}",
+               schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]))
+    config["hash"] = digest(hashed_config(config))
+    code = CODE["train"] + [spec.module.replace(".", "/") + ".py"]
+    requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
+    return Cell(dataset.name, protocol, method, fusion, int(seed), on_dataset["recipe"], config, requires,
+                tuple(dict.fromkeys(code)))
+
+
+def _train_problems(train: dict) -> list[str]:
+    schema = read_yaml(SCHEMAS_DIR / "protocol.schema.yaml")
+    problems = schema_problems(schema["properties"]["train"] | {"$defs": schema.get("$defs", {})}, train)
+    if train.get("encoder") not in ENCODERS:
+        problems.append(f"key 'encoder': {train.get('encoder')!r} is not one of {list(ENCODERS)}")
+    if train.get("scheduler", {}).get("name") == "step" and not {"step_size", "gamma"} <= set(train["scheduler"]):
+        problems.append("key 'scheduler': a step scheduler needs step_size and gamma")
+    return problems
+
+
+# ---- the plan --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    params_dir: Path
+    pipeline: dict
+    layout: Layout
+    datasets: dict[str, Dataset]  # the datasets the matrix uses
+    recipes: list[Recipe]
+    cells: list[Cell]
+    overrides: dict = field(default_factory=dict)
+
+    def cell(self, name: str) -> Cell:
+        for cell in self.cells:
+            if cell.name == name:
+                return cell
+        raise ConfigError(f"no cell {name!r} in the matrix (params/params.yaml: matrix); `bml plan` lists them")
+
+    def find(self, dataset: str, protocol: str, method: str, fusion: str, seed: int) -> Cell:
+        return self.cell(f"{dataset}-{protocol}-{method}-{fusion}-s{seed}")
+
+    def recipe(self, dataset: str, recipe: str) -> Recipe:
+        for r in self.recipes:
+            if (r.dataset, r.name) == (dataset, recipe):
+                return r
+        raise ConfigError(f"no recipe {recipe!r} of dataset {dataset!r} in the plan")
+
+    def dataset_values(self, name: str) -> dict:
+        d = self.datasets[name]
+        return {"dataset": name, "source": {k: v for k, v in d.source.items() if k not in NOT_HASHED["source"]},
+                "modalities": d.modalities}
+
+    def report_values(self) -> dict:
+        return {"report": self.pipeline["report"], "cells": sorted(c.name for c in self.cells),
+                "published": read_yaml(self.params_dir / "published.yaml")}
+
+    def witnesses(self) -> dict[str, dict]:
+        """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare."""
+        out = {f"manifest-{d}": self.dataset_values(d) for d in self.datasets}
+        out |= {f"features-{r.key}": r.values for r in self.recipes}
+        out |= {f"cell-{c.name}": hashed_config(c.config) for c in self.cells}
+        out["report"] = self.report_values()
+        return out
+
+
+def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Plan:
+    """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
+    params_dir = Path(params_dir)
+    pipeline = load_pipeline(params_dir, overrides)
+    layout = Layout(pipeline["data_root"], pipeline["results_root"], pipeline["report"]["out_dir"])
+    datasets: dict[str, Dataset] = {}
+    cells: list[Cell] = []
+    for i, block in enumerate(pipeline["matrix"]):
+        name = block["dataset"]
+        if name not in datasets:
+            datasets[name] = load_dataset(name, params_dir, pipeline)
+        dataset = datasets[name]
+        if not dataset.generated and not dataset.source.get("root"):
+            raise ConfigError(f"params/params.yaml: matrix[{i}] uses dataset {name!r}, whose release root is not set; "
+                              f"set datasets.{name}.root in params/params.yaml or pass --config "
+                              f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)")
+        block_cells = [resolve_cell(dataset, block["protocol"], run["method"], run["fusion"], seed, params_dir,
+                                    pipeline, layout) for run in block["runs"] for seed in block["seeds"]]
+        names = {c.name for c in block_cells}
+        for cell in block_cells:
+            missing = [r for r in cell.requires if r not in names]
+            if missing:
+                raise ConfigError(f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
+                                  f"dataset, protocol and seed), which the block lacks; add "
+                                  f"{sorted({r.split('-')[2] for r in missing})} with fusion none to its runs")
+        cells += block_cells
+    seen: dict[str, int] = {}
+    for cell in cells:
+        seen[cell.name] = seen.get(cell.name, 0) + 1
+    refuse("params/params.yaml", "matrix", [f"cell {n} appears {k} times" for n, k in seen.items() if k > 1])
+    recipes = [Recipe(d, r, recipe_values(datasets[d], r, params_dir), pipeline["extract"]["n_shards"])
+               for d, r in dict.fromkeys((c.dataset, c.recipe) for c in cells)]
+    return Plan(params_dir, pipeline, layout, datasets, recipes, cells, dict(overrides or {}))
+
+
+def overrides_of(config: dict, params_dir: str | Path = PARAMS_DIR) -> dict:
+    """What Snakemake's config holds beyond params.yaml (its --config overrides), as a nested dict."""
+
+    def diff(new: Any, old: Any) -> Any:
+        if isinstance(new, dict) and isinstance(old, dict):
+            return {k: diff(v, old.get(k)) for k, v in new.items() if k not in old or v != old[k]}
+        return new
+
+    return diff(config, read_yaml(Path(params_dir) / "params.yaml"))
