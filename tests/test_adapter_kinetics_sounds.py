@@ -82,7 +82,7 @@ def test_train_names_match_by_full_name_and_test_names_by_youtube_id(listing, re
     assert clips[other_start].paths["visual"].name == f"{k400_stem(other_start, 3)}.mp4"
     ambiguous = reasons(listing)[broken_name("ambiguous_test")]
     n_matched = sum(c.split == "test" for c in listing.clips)
-    assert ambiguous.startswith("ambiguous: ") and "2 files of its YouTube id" in ambiguous
+    assert ambiguous.startswith("ambiguous: ") and "2 files of its YouTube id, none at second" in ambiguous
     assert f"({n_matched:,} of {N_TEST_LISTED:,} such names matched)" in ambiguous
     missing_test = next(
         r

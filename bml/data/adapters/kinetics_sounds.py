@@ -107,13 +107,9 @@ def list_clips(root: Path, settings: dict) -> Listing:
     matched = n_short - len(unmatched_short)
     for name, where, candidates in unmatched_short:
         if candidates:
-            kind, why = (
-                "ambiguous",
-                (
-                    f"{len(candidates)} files of its YouTube id and none starts at second "
-                    f"{SHORT_NAME.match(name)['n']}: " + ", ".join(p.name for p in candidates)
-                ),
-            )
+            start = SHORT_NAME.match(name)["n"]
+            names = ", ".join(p.name for p in candidates)
+            kind, why = "ambiguous", f"{len(candidates)} files of its YouTube id, none at second {start}: {names}"
         else:
             kind, why = "missing", "no file of its YouTube id"
         skipped.append(
