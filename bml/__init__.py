@@ -1,2 +1,3 @@
 """bml: a reproducibility pipeline for balanced multimodal learning."""
+
 __version__ = "0.1.0"

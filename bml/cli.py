@@ -24,13 +24,15 @@ def _expect(args: argparse.Namespace, what: str, actual: str) -> None:
     from bml.config import ConfigError
 
     if args.expect_hash and args.expect_hash != actual:
-        raise ConfigError(f"{what}: its values changed since the workflow was planned (hash {args.expect_hash}, "
-                          f"now {actual}); start the workflow again")
+        raise ConfigError(
+            f"{what}: its values changed since the workflow was planned (hash {args.expect_hash}, "
+            f"now {actual}); start the workflow again"
+        )
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from bml.plan import digest
     from bml.dvc_stages import check_dvc_yaml, dvc_yaml, write_witnesses
+    from bml.plan import digest
 
     plan = _plan(args)
     if args.write:
@@ -45,8 +47,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
         for d in plan.datasets:
             print(f"dataset {d}: manifest {plan.layout.manifest(d)}  [{digest(plan.dataset_values(d))}]")
         for r in plan.recipes:
-            print(f"features {r.key}: {r.n_shards} shards -> {plan.layout.packed_dir(r.dataset, r.name)}  "
-                  f"[{digest(r.values)}]")
+            print(
+                f"features {r.key}: {r.n_shards} shards -> {plan.layout.packed_dir(r.dataset, r.name)}  "
+                f"[{digest(r.values)}]"
+            )
         for c in plan.cells:
             print(f"cell {c.name}: {c.run_dir}  [{c.hash}]" + (f"  needs {list(c.requires)}" if c.requires else ""))
         print(f"{len(plan.cells)} cells")
@@ -54,8 +58,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> None:
     plan = _plan(args)
-    print(f"{Path(args.params_dir) / 'params.yaml'}: valid ({len(plan.cells)} cells, {len(plan.recipes)} feature "
-          f"recipes, datasets {sorted(plan.datasets)})")
+    print(
+        f"{Path(args.params_dir) / 'params.yaml'}: valid ({len(plan.cells)} cells, {len(plan.recipes)} feature "
+        f"recipes, datasets {sorted(plan.datasets)})"
+    )
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
@@ -66,7 +72,9 @@ def cmd_manifest(args: argparse.Namespace) -> None:
     if args.dataset not in plan.datasets:
         raise SystemExit(f"bml manifest: dataset {args.dataset!r} is not in the matrix; it has {sorted(plan.datasets)}")
     _expect(args, f"dataset {args.dataset}", digest(plan.dataset_values(args.dataset)))
-    build_manifest(plan.datasets[args.dataset], plan.layout, workers=args.workers or plan.pipeline["extract"]["workers"])
+    build_manifest(
+        plan.datasets[args.dataset], plan.layout, workers=args.workers or plan.pipeline["extract"]["workers"]
+    )
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -81,9 +89,13 @@ def cmd_extract(args: argparse.Namespace) -> None:
     ex = plan.pipeline["extract"]
     shards = range(recipe.n_shards) if args.shard is None else [args.shard]
     for k in shards:
-        statuses = extract_shard(shard_rows(rows, k, recipe.n_shards), plan.datasets[args.dataset].modalities,
-                                 recipe.values["settings"], plan.layout.shard(args.dataset, args.recipe, k),
-                                 Limits(ex["min_decoded_share"], ex["max_decode_errors"]))
+        statuses = extract_shard(
+            shard_rows(rows, k, recipe.n_shards),
+            plan.datasets[args.dataset].modalities,
+            recipe.values["settings"],
+            plan.layout.shard(args.dataset, args.recipe, k),
+            Limits(ex["min_decoded_share"], ex["max_decode_errors"]),
+        )
         bad = sum(s["status"] != "ok" for s in statuses)
         print(f"extract {recipe.key} shard {k}: {len(statuses) - bad} clips, {bad} skipped")
 
@@ -94,8 +106,12 @@ def cmd_pack(args: argparse.Namespace) -> None:
     plan = _plan(args)
     recipe = plan.recipe(args.dataset, args.recipe)
     lay = plan.layout
-    pack(lay.manifest(args.dataset), [lay.shard(args.dataset, args.recipe, k) for k in range(recipe.n_shards)],
-         lay.packed_dir(args.dataset, args.recipe), Path(lay.recipe_dir(args.dataset, args.recipe)) / "summary.json")
+    pack(
+        lay.manifest(args.dataset),
+        [lay.shard(args.dataset, args.recipe, k) for k in range(recipe.n_shards)],
+        lay.packed_dir(args.dataset, args.recipe),
+        Path(lay.recipe_dir(args.dataset, args.recipe)) / "summary.json",
+    )
 
 
 def resolve_train_cell(args: argparse.Namespace):
@@ -105,14 +121,25 @@ def resolve_train_cell(args: argparse.Namespace):
 
     if args.cell:
         if args.set:
-            raise ConfigError("--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
-                              "--seed, not with --cell (a matrix cell is what params/ says)")
+            raise ConfigError(
+                "--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
+                "--seed, not with --cell (a matrix cell is what params/ says)"
+            )
         return _plan(args).cell(args.cell)
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
     layout = Layout(pipeline["data_root"], args.results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
     dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
-    return resolve_cell(dataset, args.protocol, args.method, args.fusion, args.seed, Path(args.params_dir), pipeline,
-                        layout, tuple(args.set or ()))
+    return resolve_cell(
+        dataset,
+        args.protocol,
+        args.method,
+        args.fusion,
+        args.seed,
+        Path(args.params_dir),
+        pipeline,
+        layout,
+        tuple(args.set or ()),
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -135,8 +162,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"bml train: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     best = result["test"]["best"]
-    print(f"{cell.name}: test acc {best['acc']:.2f} (best on val, epoch {result['best_epoch']}), "
-          f"last epoch {result['test']['last']['acc']:.2f}")
+    print(
+        f"{cell.name}: test acc {best['acc']:.2f} (best on val, epoch {result['best_epoch']}), "
+        f"last epoch {result['test']['last']['acc']:.2f}"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -166,8 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def planned(p: argparse.ArgumentParser, expect: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder (default: the project's)")
-        p.add_argument("--overrides", default=None, metavar="JSON",
-                       help="overrides of params.yaml, nested (what Snakemake's --config holds)")
+        p.add_argument(
+            "--overrides",
+            default=None,
+            metavar="JSON",
+            help="overrides of params.yaml, nested (what Snakemake's --config holds)",
+        )
         if expect:
             p.add_argument("--expect-hash", default=None, help="refuse to run if the stage's values changed")
         return p
@@ -197,26 +230,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.set_defaults(func=cmd_pack)
 
-    p = planned(sub.add_parser("train", help="train (or resume) one run and evaluate it",
-                               description="Train one cell; resumes from its last checkpoint by itself. Writes "
-                                           "results/<dataset>/<protocol>/<fusion>/<method>/seed<k>/metrics.json "
-                                           "and logs the run to MLflow."))
+    p = planned(
+        sub.add_parser(
+            "train",
+            help="train (or resume) one run and evaluate it",
+            description="Train one cell; resumes from its last checkpoint by itself. Writes "
+            "results/<dataset>/<protocol>/<fusion>/<method>/seed<k>/metrics.json "
+            "and logs the run to MLflow.",
+        )
+    )
     p.add_argument("--cell", default=None, help="a cell of the matrix by name (`bml plan` lists them)")
     p.add_argument("--dataset", default="avdigits")
     p.add_argument("--protocol", default="embedded", help="a file in params/protocols/")
     p.add_argument("--method", default="joint")
     p.add_argument("--fusion", default="concat", help="concat, sum, film, gated; none for uni-modal methods")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a value, e.g. train.epochs=2 or method.alpha=0.5 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a value, e.g. train.epochs=2 or method.alpha=0.5 (repeatable)",
+    )
     p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
     p.add_argument("--device", default="auto", help="auto (the GPU this job claims, if any), cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.set_defaults(func=cmd_train)
 
-    p = planned(sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs"),
-                False)
+    p = planned(
+        sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs"), False
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("datasets", help="the real datasets bml reads, and what each expects on disk")

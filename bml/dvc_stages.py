@@ -20,8 +20,14 @@ from bml.methods import method_spec
 from bml.plan import CODE, Plan
 
 WITNESS_DIR = ".bml/plan"
-PLAN_CODE = ["bml/plan.py", "bml/config.py", "bml/catalog.py", "bml/methods/__init__.py", "bml/dvc_stages.py",
-             "workflow/schemas"]
+PLAN_CODE = [
+    "bml/plan.py",
+    "bml/config.py",
+    "bml/catalog.py",
+    "bml/methods/__init__.py",
+    "bml/dvc_stages.py",
+    "workflow/schemas",
+]
 HEADER = """\
 # Generated from params/ by `bml plan --dvc-yaml dvc.yaml`: edit params/, then regenerate (the `plan` stage
 # refuses to run when this file no longer matches the matrix). Every stage runs the `bml` command that the
@@ -54,18 +60,22 @@ def _params_files(plan: Plan) -> list[str]:
     files = ["params.yaml", "audio_presets.yaml", "published.yaml"]
     files += [f"datasets/{n}.yaml" for n in sorted(plan.datasets)]
     files += [f"protocols/{p}.yaml" for p in sorted({c.protocol for c in plan.cells})]
-    files += [f"methods/{m}.yaml" for m in sorted({c.method for c in plan.cells}) if (d / "methods" / f"{m}.yaml").is_file()]
+    files += [
+        f"methods/{m}.yaml" for m in sorted({c.method for c in plan.cells}) if (d / "methods" / f"{m}.yaml").is_file()
+    ]
     return [f"params/{f}" for f in files]
 
 
 def stages(plan: Plan) -> dict:
     lay = plan.layout
-    out: dict[str, dict] = {"plan": {
-        "cmd": f"bml plan --write {WITNESS_DIR} --check-dvc dvc.yaml",
-        "deps": PLAN_CODE,
-        "params": [{f: None} for f in _params_files(plan)],
-        "outs": [{witness(n): {"cache": False}} for n in plan.witnesses()],
-    }}
+    out: dict[str, dict] = {
+        "plan": {
+            "cmd": f"bml plan --write {WITNESS_DIR} --check-dvc dvc.yaml",
+            "deps": PLAN_CODE,
+            "params": [{f: None} for f in _params_files(plan)],
+            "outs": [{witness(n): {"cache": False}} for n in plan.witnesses()],
+        }
+    }
     for name, d in plan.datasets.items():
         base = lay.dataset_dir(name)
         outs = [f"{base}/manifest.csv", f"{base}/manifest.json", f"{base}/listing_skipped.tsv"]
@@ -91,9 +101,11 @@ def stages(plan: Plan) -> dict:
     by_name = {c.name: c for c in plan.cells}
     for c in plan.cells:
         run = c.run_dir
-        stage = {"cmd": f"bml train --cell {c.name}",
-                 "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), *c.code]
-                 + [f"{by_name[r].run_dir}/metrics.json" for r in c.requires]}
+        stage = {
+            "cmd": f"bml train --cell {c.name}",
+            "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), *c.code]
+            + [f"{by_name[r].run_dir}/metrics.json" for r in c.requires],
+        }
         if method_spec(c.method).trains:  # checkpoints survive a rerun, so a killed `dvc repro` resumes
             stage["outs"] = [{f"{run}/checkpoint.pt": {"persist": True}}, {f"{run}/best.pt": {"persist": True}}]
         stage["metrics"] = [f"{run}/metrics.json"]  # cached: `dvc pull` brings the results back
@@ -116,5 +128,7 @@ def dvc_yaml(plan: Plan) -> str:
 
 def check_dvc_yaml(plan: Plan, path: Path) -> None:
     if not path.is_file() or path.read_text() != dvc_yaml(plan):
-        raise ConfigError(f"{path} no longer matches params/ (the matrix, datasets or recipes changed): regenerate it "
-                          f"with `bml plan --dvc-yaml {path}`, then run `dvc repro` again")
+        raise ConfigError(
+            f"{path} no longer matches params/ (the matrix, datasets or recipes changed): regenerate it "
+            f"with `bml plan --dvc-yaml {path}`, then run `dvc repro` again"
+        )

@@ -40,9 +40,15 @@ class NonFiniteError(FloatingPointError):
 
 
 @torch.no_grad()
-def collect(model: nn.Module, predict: Callable, dataset: PackedSplit, device: torch.device,
-            prepare: Callable[[Inputs], Inputs], batch_size: int = 256,
-            corrupt: Callable[[Inputs], Inputs] | None = None) -> dict:
+def collect(
+    model: nn.Module,
+    predict: Callable,
+    dataset: PackedSplit,
+    device: torch.device,
+    prepare: Callable[[Inputs], Inputs],
+    batch_size: int = 256,
+    corrupt: Callable[[Inputs], Inputs] | None = None,
+) -> dict:
     """Fused logits, features, per-modality logits and labels of a whole split, as numpy arrays:
     {"logits": (N, C), "label": (N,), "features": {m: (N, D_m)}, "unimodal": {m: (N, C)}}."""
     model.eval()
@@ -77,9 +83,11 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
     probs = shifted / shifted.sum(1, keepdims=True)
     present = np.unique(labels)
     onehot = (labels[:, None] == present[None, :]).astype(int)
-    return {"acc": 100.0 * float((pred == labels).mean()),
-            "macro_f1": 100.0 * float(f1_score(labels, pred, average="macro", labels=present)),
-            "map": 100.0 * float(average_precision_score(onehot, probs[:, present], average="macro"))}
+    return {
+        "acc": 100.0 * float((pred == labels).mean()),
+        "macro_f1": 100.0 * float(f1_score(labels, pred, average="macro", labels=present)),
+        "map": 100.0 * float(average_precision_score(onehot, probs[:, present], average="macro")),
+    }
 
 
 def modality_accuracies(found: dict) -> dict[str, float]:
@@ -87,14 +95,27 @@ def modality_accuracies(found: dict) -> dict[str, float]:
     return {f"acc_{m}": 100.0 * float((z.argmax(1) == found["label"]).mean()) for m, z in found["unimodal"].items()}
 
 
-def _fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, max_iter: int,
-                 start: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_softmax(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    c: float,
+    max_iter: int,
+    start: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """argmin over (W, b) of mean CE(xW + b, y) + |W|^2 / (2 C n): scikit-learn's LogisticRegression objective
     (C * sum of losses + |W|^2 / 2, intercept unpenalised) divided by C n, by L-BFGS."""
     w = (start[0].clone() if start else torch.zeros(x.shape[1], n_classes, dtype=x.dtype)).requires_grad_()
     b = (start[1].clone() if start else torch.zeros(n_classes, dtype=x.dtype)).requires_grad_()
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
     penalty = 1.0 / (2.0 * c * len(y))
 
     def objective() -> torch.Tensor:
@@ -107,10 +128,17 @@ def _fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, max
     return w.detach(), b.detach()
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                 test_x: np.ndarray | None = None, test_y: np.ndarray | None = None,
-                 cs: tuple[float, ...] = (0.01, 0.1, 1.0), max_iter: int = 100,
-                 n_classes: int | None = None) -> dict[str, float]:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    test_x: np.ndarray | None = None,
+    test_y: np.ndarray | None = None,
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0),
+    max_iter: int = 100,
+    n_classes: int | None = None,
+) -> dict[str, float]:
     """Multinomial logistic regression on standardised frozen features; C chosen by validation accuracy
     (ties: the smaller C), each C warm-started from the last. Val (and test) accuracy in percent.
 
@@ -139,14 +167,23 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
     return result
 
 
-def probes(train: dict, val: dict, test: dict | None, cs: tuple[float, ...], max_iter: int,
-           n_classes: int) -> dict[str, float]:
+def probes(
+    train: dict, val: dict, test: dict | None, cs: tuple[float, ...], max_iter: int, n_classes: int
+) -> dict[str, float]:
     """probe_<m> for each encoder of the model (test accuracy, or val accuracy without test)."""
     result = {}
     for m in train["features"]:
-        r = linear_probe(train["features"][m], train["label"], val["features"][m], val["label"],
-                         None if test is None else test["features"][m], None if test is None else test["label"],
-                         cs, max_iter, n_classes)
+        r = linear_probe(
+            train["features"][m],
+            train["label"],
+            val["features"][m],
+            val["label"],
+            None if test is None else test["features"][m],
+            None if test is None else test["label"],
+            cs,
+            max_iter,
+            n_classes,
+        )
         result[f"probe_{m}"] = r["test_acc"] if test is not None else r["val_acc"]
     return result
 
@@ -185,16 +222,25 @@ def shapley_shares(correct: dict[frozenset, np.ndarray], modalities: tuple[str, 
     return out
 
 
-def evaluate_model(model: nn.Module, predict: Callable, splits: dict[str, PackedSplit], device: torch.device,
-                   prepare: Callable[[Inputs], Inputs], eval_cfg: dict, seed: int, n_classes: int,
-                   extra: Callable[[dict], dict] | None = None) -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module,
+    predict: Callable,
+    splits: dict[str, PackedSplit],
+    device: torch.device,
+    prepare: Callable[[Inputs], Inputs],
+    eval_cfg: dict,
+    seed: int,
+    n_classes: int,
+    extra: Callable[[dict], dict] | None = None,
+) -> dict[str, float]:
     """Every final metric of one model on the test split (probes fit on train, C chosen on val)."""
     found = {name: collect(model, predict, ds, device, prepare) for name, ds in splits.items()}
     test = found["test"]
     metrics = classification_metrics(test["logits"], test["label"])
     metrics.update(modality_accuracies(test))
-    metrics.update(probes(found["train"], found["val"], test, tuple(eval_cfg["probe_cs"]), eval_cfg["probe_max_iter"],
-                          n_classes))
+    metrics.update(
+        probes(found["train"], found["val"], test, tuple(eval_cfg["probe_cs"]), eval_cfg["probe_max_iter"], n_classes)
+    )
     modalities = tuple(getattr(model, "modalities", ()))
     correct = {frozenset(modalities): test["logits"].argmax(1) == test["label"]}
     if len(modalities) > 1:
@@ -203,8 +249,9 @@ def evaluate_model(model: nn.Module, predict: Callable, splits: dict[str, Packed
                 dropped = tuple(m for m in modalities if m not in kept)
                 pred = collect(model, predict, splits["test"], device, prepare, corrupt=zeroed(dropped))["logits"]
                 correct[frozenset(kept)] = pred.argmax(1) == test["label"]
-        metrics.update({f"acc_zero_{m}": 100.0 * float(correct[frozenset(modalities) - {m}].mean())
-                        for m in modalities})
+        metrics.update(
+            {f"acc_zero_{m}": 100.0 * float(correct[frozenset(modalities) - {m}].mean()) for m in modalities}
+        )
         metrics.update(shapley_shares(correct, modalities))
     for m in modalities:
         noisy = collect(model, predict, splits["test"], device, prepare, corrupt=noised(m, eval_cfg["noise_std"], seed))

@@ -47,23 +47,33 @@ DPI = 150
 
 CAPTIONS = {
     "validation_curves": "Validation accuracy (%) over training epochs for each trained method and fusion; "
-                         "mean over seeds, band: 95% t confidence interval.",
+    "mean over seeds, band: 95% t confidence interval.",
     "modulation": "What each balancing method did to the audio (red) and visual (blue) branch per epoch: OGM/OGM-GE "
-                  "gradient coefficients, OPM drop probabilities, MMPareto share of steps with conflicting "
-                  "gradients, Re-learning weights (markers: only the epochs it re-learned); mean over seeds, "
-                  "band/bars: 95% t confidence interval.",
+    "gradient coefficients, OPM drop probabilities, MMPareto share of steps with conflicting "
+    "gradients, Re-learning weights (markers: only the epochs it re-learned); mean over seeds, "
+    "band/bars: 95% t confidence interval.",
     "probes": "Linear-probe accuracy (%) of the frozen audio and visual encoders on the test split, at the "
-              "checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: 95% t "
-              "confidence interval; dashed line: the visual-only model's visual probe (uni-modal ceiling).",
+    "checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: 95% t "
+    "confidence interval; dashed line: the visual-only model's visual probe (uni-modal ceiling).",
     "robustness": "Test accuracy (%) with both modalities (clean) and with the audio or visual input zeroed or "
-                  "replaced by noise, at the checkpoint chosen on validation; bars: mean over seeds (dots: single "
-                  "seeds), error bars: 95% t confidence interval.",
+    "replaced by noise, at the checkpoint chosen on validation; bars: mean over seeds (dots: single "
+    "seeds), error bars: 95% t confidence interval.",
 }
 PROBE_KEYS = {"probe_audio": "audio probe", "probe_visual": "visual probe"}
-ROBUSTNESS_KEYS = {"acc": "clean", "acc_zero_audio": "audio zeroed", "acc_zero_visual": "visual zeroed",
-                   "acc_noise_audio": "audio noise", "acc_noise_visual": "visual noise"}
-ROBUSTNESS_COLORS = {"acc": "0.35", "acc_zero_audio": "tab:red", "acc_zero_visual": "tab:blue",
-                     "acc_noise_audio": "lightsalmon", "acc_noise_visual": "lightskyblue"}
+ROBUSTNESS_KEYS = {
+    "acc": "clean",
+    "acc_zero_audio": "audio zeroed",
+    "acc_zero_visual": "visual zeroed",
+    "acc_noise_audio": "audio noise",
+    "acc_noise_visual": "visual noise",
+}
+ROBUSTNESS_COLORS = {
+    "acc": "0.35",
+    "acc_zero_audio": "tab:red",
+    "acc_zero_visual": "tab:blue",
+    "acc_noise_audio": "lightsalmon",
+    "acc_noise_visual": "lightskyblue",
+}
 
 
 # ---- grouping and statistics ------------------------------------------------------------------------
@@ -137,8 +147,9 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def draw_curve(ax: Axes, x: np.ndarray, values: list[list[float]], color, label: str, markers: bool = False,
-               shift: float = 0.0) -> None:
+def draw_curve(
+    ax: Axes, x: np.ndarray, values: list[list[float]], color, label: str, markers: bool = False, shift: float = 0.0
+) -> None:
     """Mean line and CI band; or, for columns logged only on some epochs, markers with CI error bars.
 
     `shift` moves markers sideways so that two series at the same epoch do not hide each other.
@@ -154,8 +165,9 @@ def draw_curve(ax: Axes, x: np.ndarray, values: list[list[float]], color, label:
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
 
 
-def draw_grouped_bars(ax: Axes, groups: list[tuple[str, dict[str, list[float]]]], keys: dict[str, str],
-                      colors: dict[str, str]) -> None:
+def draw_grouped_bars(
+    ax: Axes, groups: list[tuple[str, dict[str, list[float]]]], keys: dict[str, str], colors: dict[str, str]
+) -> None:
     """Bars of each group's keys side by side: mean, seed dots, CI error bars; a key a group lacks is left out."""
     width = 0.8 / len(keys)
     labelled = set()
@@ -166,8 +178,15 @@ def draw_grouped_bars(ax: Axes, groups: list[tuple[str, dict[str, list[float]]]]
                 continue
             x = g - 0.4 + width * (k + 0.5)
             mean, lo, hi = (float(a[0]) for a in mean_band([values]))
-            ax.bar(x, mean, width, color=colors[key], label=None if key in labelled else keys[key],
-                   edgecolor="white", linewidth=0.5)
+            ax.bar(
+                x,
+                mean,
+                width,
+                color=colors[key],
+                label=None if key in labelled else keys[key],
+                edgecolor="white",
+                linewidth=0.5,
+            )
             labelled.add(key)
             ax.plot(np.full(len(values), x), values, "o", color="black", markersize=2, alpha=0.6)
             if not math.isnan(lo):
@@ -212,8 +231,10 @@ def modulation_curves(runs: Sequence[Run], stem: str | Path) -> list[Path]:
             continue
         audio_key, visual_key, quantity = MODULATION_COLUMNS[method]
         cell_runs = runs_of(runs, method, fusion)
-        series = [(epoch_series(cell_runs, key), color, label)
-                  for key, color, label in ((audio_key, AUDIO_COLOR, "audio"), (visual_key, VISUAL_COLOR, "visual"))]
+        series = [
+            (epoch_series(cell_runs, key), color, label)
+            for key, color, label in ((audio_key, AUDIO_COLOR, "audio"), (visual_key, VISUAL_COLOR, "visual"))
+        ]
         if any(len(epochs) for (epochs, _), _, _ in series):
             last_epoch = max(row.get("epoch", 0.0) for r in cell_runs for row in r.history)
             panels.append((method, fusion, quantity, series, last_epoch))
@@ -234,7 +255,7 @@ def modulation_curves(runs: Sequence[Run], stem: str | Path) -> list[Path]:
         ax.set_ylabel(quantity)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return save(fig, stem)
@@ -258,8 +279,9 @@ def probe_accuracy(runs: Sequence[Run], stem: str | Path, which: str = "best") -
     draw_grouped_bars(ax, groups, PROBE_KEYS, {"probe_audio": AUDIO_COLOR, "probe_visual": VISUAL_COLOR})
     ceiling = metric_values(runs_of(runs, "visual_only", "none"), "probe_visual", which)
     if ceiling:
-        ax.axhline(float(np.mean(ceiling)), color=VISUAL_COLOR, linestyle="--", linewidth=1,
-                   label="visual-only visual probe")
+        ax.axhline(
+            float(np.mean(ceiling)), color=VISUAL_COLOR, linestyle="--", linewidth=1, label="visual-only visual probe"
+        )
     ax.set_ylabel(f"test probe accuracy (%), {which} checkpoint")
     ax.set_ylim(0, 105)
     if groups:

@@ -26,8 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bml.catalog import ENCODERS, MODALITY_KINDS, NO_FUSION
-from bml.config import PARAMS_DIR, PROJECT_ROOT, SCHEMAS_DIR, ConfigError, check, merge, parse_value, read_yaml, refuse, schema_problems, typed
+from bml.catalog import ENCODERS, MODALITY_KINDS
+from bml.config import (
+    PARAMS_DIR,
+    PROJECT_ROOT,
+    SCHEMAS_DIR,
+    ConfigError,
+    check,
+    merge,
+    parse_value,
+    read_yaml,
+    refuse,
+    schema_problems,
+    typed,
+)
 from bml.methods import allowed_fusions, method_spec, required_runs
 
 SPLITS = ("train", "val", "test")
@@ -41,8 +53,16 @@ CODE_GLOBS = {
     "list": ["bml/data/adapters/*.py", "bml/data/manifest.py", "bml/data/sources.py"],
     "extract": ["bml/data/extract.py", "bml/data/audio.py", "bml/data/flow.py"],
     "pack": ["bml/data/pack.py"],
-    "train": ["bml/train.py", "bml/checkpoint.py", "bml/optim.py", "bml/evaluate.py", "bml/results.py",
-              "bml/data/loader.py", "bml/models/*.py", "bml/methods/base.py"],
+    "train": [
+        "bml/train.py",
+        "bml/checkpoint.py",
+        "bml/optim.py",
+        "bml/evaluate.py",
+        "bml/results.py",
+        "bml/data/loader.py",
+        "bml/models/*.py",
+        "bml/methods/base.py",
+    ],
     "report": ["bml/report.py", "bml/tables.py", "bml/figures.py", "bml/stats.py", "bml/results.py"],
 }
 
@@ -165,8 +185,12 @@ def load_pipeline(params_dir: Path = PARAMS_DIR, overrides: dict | None = None) 
     """params.yaml with `overrides` (Snakemake's --config, typed) merged in, checked against its schema."""
     path = params_dir / "params.yaml"
     pipeline = merge(read_yaml(path), typed(overrides or {}))
-    return check(pipeline, "params.schema.yaml", f"{path}" + (" (with --config overrides)" if overrides else ""),
-                 "pipeline configuration")
+    return check(
+        pipeline,
+        "params.schema.yaml",
+        f"{path}" + (" (with --config overrides)" if overrides else ""),
+        "pipeline configuration",
+    )
 
 
 def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
@@ -175,25 +199,39 @@ def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
         raise ConfigError(f"unknown dataset {name!r}: no {path}; datasets: {_names(params_dir, 'datasets')}")
     spec = check(read_yaml(path), "dataset.schema.yaml", path, "dataset")
     source = merge(spec["source"], pipeline.get("datasets", {}).get(name) or {})
-    problems = [f"key 'modalities.{m}': kind {d['kind']!r} is not one of {sorted(MODALITY_KINDS)}"
-                for m, d in spec["modalities"].items() if d["kind"] not in MODALITY_KINDS]
+    problems = [
+        f"key 'modalities.{m}': kind {d['kind']!r} is not one of {sorted(MODALITY_KINDS)}"
+        for m, d in spec["modalities"].items()
+        if d["kind"] not in MODALITY_KINDS
+    ]
     presets = read_yaml(params_dir / "audio_presets.yaml")
     for rname, recipe in spec.get("recipes", {}).items():
         missing = sorted(set(spec["modalities"]) - set(recipe))
         extra = sorted(set(recipe) - set(spec["modalities"]) - {"span"})
         if missing or extra:
-            problems.append(f"key 'recipes.{rname}': needs settings for every modality {list(spec['modalities'])}"
-                            + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+            problems.append(
+                f"key 'recipes.{rname}': needs settings for every modality {list(spec['modalities'])}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else "")
+            )
         for m, kind in ((m, d["kind"]) for m, d in spec["modalities"].items() if m in recipe):
-            problems += [f"key 'recipes.{rname}.{m}': {p}" for p in
-                         schema_problems(read_yaml(SCHEMAS_DIR / "recipe.schema.yaml")
-                                         ["$defs"][kind], recipe[m])]
+            problems += [
+                f"key 'recipes.{rname}.{m}': {p}"
+                for p in schema_problems(read_yaml(SCHEMAS_DIR / "recipe.schema.yaml")["$defs"][kind], recipe[m])
+            ]
             if kind == "audio" and recipe[m].get("preset") not in presets:
-                problems.append(f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
-                                f"params/audio_presets.yaml; choose one of {sorted(presets)}")
+                problems.append(
+                    f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
+                    f"params/audio_presets.yaml; choose one of {sorted(presets)}"
+                )
     refuse(path, "dataset", problems)
-    return Dataset(name, spec["description"], source, {m: d["kind"] for m, d in spec["modalities"].items()},
-                   spec.get("recipes", {}))
+    return Dataset(
+        name,
+        spec["description"],
+        source,
+        {m: d["kind"] for m, d in spec["modalities"].items()},
+        spec.get("recipes", {}),
+    )
 
 
 def recipe_values(dataset: Dataset, recipe: str, params_dir: Path) -> dict:
@@ -201,9 +239,18 @@ def recipe_values(dataset: Dataset, recipe: str, params_dir: Path) -> dict:
     settings = dataset.recipes[recipe]
     presets = read_yaml(params_dir / "audio_presets.yaml")
     source = {k: v for k, v in dataset.source.items() if k not in NOT_HASHED["source"]}
-    return {"dataset": dataset.name, "recipe": recipe, "source": source, "modalities": dataset.modalities,
-            "settings": settings, "presets": {s["preset"]: presets[s["preset"]] for m, s in settings.items()
-                                              if m != "span" and dataset.modalities[m] == "audio"}}
+    return {
+        "dataset": dataset.name,
+        "recipe": recipe,
+        "source": source,
+        "modalities": dataset.modalities,
+        "settings": settings,
+        "presets": {
+            s["preset"]: presets[s["preset"]]
+            for m, s in settings.items()
+            if m != "span" and dataset.modalities[m] == "audio"
+        },
+    }
 
 
 def _set(config: dict, item: str) -> None:
@@ -211,8 +258,10 @@ def _set(config: dict, item: str) -> None:
     dotted, sep, raw = item.partition("=")
     section, _, rest = dotted.strip().partition(".")
     if not sep or section not in ("train", "method", "eval") or not rest:
-        raise ConfigError(f"--set {item!r}: expected train.<key>=value, method.<key>=value or eval.<key>=value "
-                          f"(e.g. train.epochs=2, method.alpha=0.5)")
+        raise ConfigError(
+            f"--set {item!r}: expected train.<key>=value, method.<key>=value or eval.<key>=value "
+            f"(e.g. train.epochs=2, method.alpha=0.5)"
+        )
     node, parts = config[section], rest.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
@@ -223,8 +272,17 @@ def _set(config: dict, item: str) -> None:
     node[parts[-1]] = parse_value(raw.strip())
 
 
-def resolve_cell(dataset: Dataset, protocol: str, method: str, fusion: str, seed: int, params_dir: Path,
-                 pipeline: dict, layout: Layout, sets: tuple[str, ...] = ()) -> Cell:
+def resolve_cell(
+    dataset: Dataset,
+    protocol: str,
+    method: str,
+    fusion: str,
+    seed: int,
+    params_dir: Path,
+    pipeline: dict,
+    layout: Layout,
+    sets: tuple[str, ...] = (),
+) -> Cell:
     """One cell, resolved and checked: protocol < protocol's dataset section < --set; method defaults <
     protocol's methods section < protocol's dataset section < --set."""
     where = f"cell {dataset.name}/{protocol}/{method}/{fusion}"
@@ -233,43 +291,59 @@ def resolve_cell(dataset: Dataset, protocol: str, method: str, fusion: str, seed
         raise ConfigError(f"{where}: unknown protocol {protocol!r}; choose one of {_names(params_dir, 'protocols')}")
     proto = check(read_yaml(ppath), "protocol.schema.yaml", ppath, "protocol")
     if dataset.name not in proto["datasets"]:
-        raise ConfigError(f"{where}: protocol {protocol!r} ({ppath}) has no setting for dataset {dataset.name!r}; "
-                          f"it covers {sorted(proto['datasets'])}")
+        raise ConfigError(
+            f"{where}: protocol {protocol!r} ({ppath}) has no setting for dataset {dataset.name!r}; "
+            f"it covers {sorted(proto['datasets'])}"
+        )
     on_dataset = proto["datasets"][dataset.name]
     if on_dataset["recipe"] not in dataset.recipes:
-        raise ConfigError(f"{ppath}: key 'datasets.{dataset.name}.recipe': {on_dataset['recipe']!r} is not a recipe "
-                          f"of dataset {dataset.name!r}; choose one of {sorted(dataset.recipes)}")
+        raise ConfigError(
+            f"{ppath}: key 'datasets.{dataset.name}.recipe': {on_dataset['recipe']!r} is not a recipe "
+            f"of dataset {dataset.name!r}; choose one of {sorted(dataset.recipes)}"
+        )
     try:
         spec = method_spec(method)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
     modalities = list(dataset.modalities)
     if spec.modality is not None and spec.modality not in modalities:
-        raise ConfigError(f"{where}: dataset {dataset.name!r} has no modality {spec.modality!r}; "
-                          f"its modalities are {modalities} (uni-modal runs: {[m + '_only' for m in modalities]})")
+        raise ConfigError(
+            f"{where}: dataset {dataset.name!r} has no modality {spec.modality!r}; "
+            f"its modalities are {modalities} (uni-modal runs: {[m + '_only' for m in modalities]})"
+        )
     if spec.n_modalities == 2 and len(modalities) != 2:
-        raise ConfigError(f"{where}: {spec.title}'s formulas are defined for two modalities ({spec.paper}); dataset "
-                          f"{dataset.name!r} has {len(modalities)}: {modalities}")
+        raise ConfigError(
+            f"{where}: {spec.title}'s formulas are defined for two modalities ({spec.paper}); dataset "
+            f"{dataset.name!r} has {len(modalities)}: {modalities}"
+        )
     fusions = allowed_fusions(spec, len(modalities))
     if fusion not in fusions:
-        raise ConfigError(f"{where}: method {method!r} works with fusion {fusions} on {len(modalities)} modalities, "
-                          f"not {fusion!r}")
+        raise ConfigError(
+            f"{where}: method {method!r} works with fusion {fusions} on {len(modalities)} modalities, not {fusion!r}"
+        )
     mpath = params_dir / "methods" / f"{method}.yaml"
     method_params = read_yaml(mpath) if mpath.is_file() else {}
-    method_params = merge(merge(method_params, proto.get("methods", {}).get(method, {})),
-                          on_dataset.get("methods", {}).get(method, {}))
+    method_params = merge(
+        merge(method_params, proto.get("methods", {}).get(method, {})), on_dataset.get("methods", {}).get(method, {})
+    )
     run = {"dataset": dataset.name, "protocol": protocol, "method": method, "fusion": fusion, "seed": int(seed)}
     run_dir = layout.run_dir(dataset.name, protocol, fusion, method, seed)
     config = {
         "run": run,
-        "data": {"recipe": on_dataset["recipe"], "modalities": dict(dataset.modalities),
-                 "source": {k: v for k, v in dataset.source.items()},
-                 "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]])},
+        "data": {
+            "recipe": on_dataset["recipe"],
+            "modalities": dict(dataset.modalities),
+            "source": {k: v for k, v in dataset.source.items()},
+            "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]]),
+        },
         "train": merge(proto["train"], on_dataset.get("train", {})),
         "method": method_params,
         "eval": copy.deepcopy(pipeline["evaluation"]),
-        "paths": {"packed_dir": layout.packed_dir(dataset.name, on_dataset["recipe"]), "run_dir": run_dir,
-                  "results_root": layout.results_root},
+        "paths": {
+            "packed_dir": layout.packed_dir(dataset.name, on_dataset["recipe"]),
+            "run_dir": run_dir,
+            "results_root": layout.results_root,
+        },
         "requires": {m: layout.run_dir(dataset.name, protocol, f, m, seed) for m, f in required_runs(spec, modalities)},
         "tracking": copy.deepcopy(pipeline["tracking"]),
         "protocol_description": proto["description"],
@@ -279,13 +353,25 @@ def resolve_cell(dataset: Dataset, protocol: str, method: str, fusion: str, seed
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
     schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
     if method in schema["properties"]:
-        refuse(f"{mpath} (with the protocol's and any --set overrides)", f"parameters of method {method!r}",
-               schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]))
+        refuse(
+            f"{mpath} (with the protocol's and any --set overrides)",
+            f"parameters of method {method!r}",
+            schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]),
+        )
     config["hash"] = digest(hashed_config(config))
     code = CODE["train"] + [spec.module.replace(".", "/") + ".py"]
     requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
-    return Cell(dataset.name, protocol, method, fusion, int(seed), on_dataset["recipe"], config, requires,
-                tuple(dict.fromkeys(code)))
+    return Cell(
+        dataset.name,
+        protocol,
+        method,
+        fusion,
+        int(seed),
+        on_dataset["recipe"],
+        config,
+        requires,
+        tuple(dict.fromkeys(code)),
+    )
 
 
 def _train_problems(train: dict) -> list[str]:
@@ -328,12 +414,18 @@ class Plan:
 
     def dataset_values(self, name: str) -> dict:
         d = self.datasets[name]
-        return {"dataset": name, "source": {k: v for k, v in d.source.items() if k not in NOT_HASHED["source"]},
-                "modalities": d.modalities}
+        return {
+            "dataset": name,
+            "source": {k: v for k, v in d.source.items() if k not in NOT_HASHED["source"]},
+            "modalities": d.modalities,
+        }
 
     def report_values(self) -> dict:
-        return {"report": self.pipeline["report"], "cells": sorted(c.name for c in self.cells),
-                "published": read_yaml(self.params_dir / "published.yaml")}
+        return {
+            "report": self.pipeline["report"],
+            "cells": sorted(c.name for c in self.cells),
+            "published": read_yaml(self.params_dir / "published.yaml"),
+        }
 
     def witnesses(self) -> dict[str, dict]:
         """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare."""
@@ -357,25 +449,34 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
             datasets[name] = load_dataset(name, params_dir, pipeline)
         dataset = datasets[name]
         if not dataset.generated and not dataset.source.get("root"):
-            raise ConfigError(f"params/params.yaml: matrix[{i}] uses dataset {name!r}, whose release root is not set; "
-                              f"set datasets.{name}.root in params/params.yaml or pass --config "
-                              f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)")
-        block_cells = [resolve_cell(dataset, block["protocol"], run["method"], run["fusion"], seed, params_dir,
-                                    pipeline, layout) for run in block["runs"] for seed in block["seeds"]]
+            raise ConfigError(
+                f"params/params.yaml: matrix[{i}] uses dataset {name!r}, whose release root is not set; "
+                f"set datasets.{name}.root in params/params.yaml or pass --config "
+                f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)"
+            )
+        block_cells = [
+            resolve_cell(dataset, block["protocol"], run["method"], run["fusion"], seed, params_dir, pipeline, layout)
+            for run in block["runs"]
+            for seed in block["seeds"]
+        ]
         names = {c.name for c in block_cells}
         for cell in block_cells:
             missing = [r for r in cell.requires if r not in names]
             if missing:
-                raise ConfigError(f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
-                                  f"dataset, protocol and seed), which the block lacks; add "
-                                  f"{sorted({r.split('-')[2] for r in missing})} with fusion none to its runs")
+                raise ConfigError(
+                    f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
+                    f"dataset, protocol and seed), which the block lacks; add "
+                    f"{sorted({r.split('-')[2] for r in missing})} with fusion none to its runs"
+                )
         cells += block_cells
     seen: dict[str, int] = {}
     for cell in cells:
         seen[cell.name] = seen.get(cell.name, 0) + 1
     refuse("params/params.yaml", "matrix", [f"cell {n} appears {k} times" for n, k in seen.items() if k > 1])
-    recipes = [Recipe(d, r, recipe_values(datasets[d], r, params_dir), pipeline["extract"]["n_shards"])
-               for d, r in dict.fromkeys((c.dataset, c.recipe) for c in cells)]
+    recipes = [
+        Recipe(d, r, recipe_values(datasets[d], r, params_dir), pipeline["extract"]["n_shards"])
+        for d, r in dict.fromkeys((c.dataset, c.recipe) for c in cells)
+    ]
     return Plan(params_dir, pipeline, layout, datasets, recipes, cells, dict(overrides or {}))
 
 

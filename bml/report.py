@@ -63,9 +63,11 @@ def _table_html(table: Table) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
     links = " · ".join(f'<a href="tables/{table.name}.{ext}">{ext}</a>' for ext in ("md", "tex", "csv"))
-    return (f'<section class="table" id="{table.name}"><h3>{html.escape(table.title)}</h3>'
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            f"<ol class=\"notes\">{notes}</ol><p class=\"links\">{links}</p></section>")
+    return (
+        f'<section class="table" id="{table.name}"><h3>{html.escape(table.title)}</h3>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f'<ol class="notes">{notes}</ol><p class="links">{links}</p></section>'
+    )
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -75,15 +77,21 @@ tbody{border-bottom:2px solid #222}.notes{font-size:.8em;color:#444}figure{margi
 img{max-width:100%}figcaption{font-size:.9em;color:#333}.problems{color:#a00}"""
 
 
-def write_page(path: Path, tables: list[Table], figures: dict[str, dict[str, list[Path]]], problems: list[str],
-               n_runs: int) -> None:
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>bml report</title>"
-             f"<style>{STYLE}</style></head><body><h1>bml report</h1>",
-             f"<p>{n_runs} finished runs. Tables: Markdown, LaTeX (booktabs) and CSV under <code>tables/</code>; "
-             "figures: PNG and PDF under <code>figures/</code>.</p>"]
+def write_page(
+    path: Path, tables: list[Table], figures: dict[str, dict[str, list[Path]]], problems: list[str], n_runs: int
+) -> None:
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bml report</title>'
+        f"<style>{STYLE}</style></head><body><h1>bml report</h1>",
+        f"<p>{n_runs} finished runs. Tables: Markdown, LaTeX (booktabs) and CSV under <code>tables/</code>; "
+        "figures: PNG and PDF under <code>figures/</code>.</p>",
+    ]
     if problems:
-        parts.append('<section class="problems"><h2>Problems</h2><ul>'
-                     + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></section>")
+        parts.append(
+            '<section class="problems"><h2>Problems</h2><ul>'
+            + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+            + "</ul></section>"
+        )
     parts.append("<h2>Tables</h2>")
     parts += [_table_html(t) for t in tables]
     parts.append("<h2>Figures</h2>")
@@ -95,15 +103,16 @@ def write_page(path: Path, tables: list[Table], figures: dict[str, dict[str, lis
                 continue
             rel = png.relative_to(path.parent).as_posix()
             pdf = png.with_suffix(".pdf").relative_to(path.parent).as_posix()
-            parts.append(f'<figure id="{html.escape(png.stem)}"><img src="{rel}" alt="{html.escape(name)}">'
-                         f"<figcaption>{html.escape(CAPTIONS.get(name, name))} "
-                         f'(<a href="{pdf}">pdf</a>)</figcaption></figure>')
+            parts.append(
+                f'<figure id="{html.escape(png.stem)}"><img src="{rel}" alt="{html.escape(name)}">'
+                f"<figcaption>{html.escape(CAPTIONS.get(name, name))} "
+                f'(<a href="{pdf}">pdf</a>)</figcaption></figure>'
+            )
     parts.append("</body></html>\n")
     path.write_text("\n".join(parts))
 
 
-def build_report(results_root: str | Path, out_dir: str | Path, published: dict, settings: Settings,
-                 log=print) -> dict:
+def build_report(results_root: str | Path, out_dir: str | Path, published: dict, settings: Settings, log=print) -> dict:
     """Write every table, figure, the page and summary.json; returns the summary."""
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -119,10 +128,13 @@ def build_report(results_root: str | Path, out_dir: str | Path, published: dict,
     for dataset, protocol, fusion in sorted({r.cell[:3] for r in runs if r.fusion != "none"}):
         group = [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)]
         figures[f"{dataset}, protocol {protocol}, fusion {fusion}"] = all_figures(
-            group, out / "figures", f"{dataset}_{protocol}_{fusion}")
+            group, out / "figures", f"{dataset}_{protocol}_{fusion}"
+        )
     write_page(out / "index.html", tables, figures, problems, len(runs))
     result = summary(runs, settings)
     (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    log(f"report: {len(runs)} runs, {len(tables)} tables, {sum(len(v) for v in figures.values())} figures "
-        f"-> {out / 'index.html'}")
+    log(
+        f"report: {len(runs)} runs, {len(tables)} tables, {sum(len(v) for v in figures.values())} figures "
+        f"-> {out / 'index.html'}"
+    )
     return result

@@ -23,6 +23,7 @@ from bml.plan import Layout
 CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
 WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s")  # history columns that differ run to run
 
+
 def method_name(method: str) -> str:
     return method_title(method)
 
@@ -65,8 +66,16 @@ def load_runs(results_root: str | Path) -> tuple[list[Run], list[str]]:
         try:
             metrics = json.loads(path.read_text())
             r = metrics["run"]
-            run = Run(r["dataset"], r["protocol"], r["fusion"], r["method"], int(r["seed"]), path.parent,
-                      metrics["test"], read_history(path.parent / HISTORY))
+            run = Run(
+                r["dataset"],
+                r["protocol"],
+                r["fusion"],
+                r["method"],
+                int(r["seed"]),
+                path.parent,
+                metrics["test"],
+                read_history(path.parent / HISTORY),
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             problems.append(f"{path}: unreadable metrics file ({type(err).__name__}: {err}); run left out")
             continue
@@ -97,12 +106,29 @@ def write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
     _write_atomic(run_dir / HISTORY, text.getvalue())
 
 
-def write_metrics(run_dir: Path, config: dict, data_hash: str, git_commit: str, run_id: str | None,
-                  best_epoch: int | None, final: dict, timings: dict[str, float]) -> dict[str, Any]:
+def write_metrics(
+    run_dir: Path,
+    config: dict,
+    data_hash: str,
+    git_commit: str,
+    run_id: str | None,
+    best_epoch: int | None,
+    final: dict,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     """metrics.json, written last: its presence means the run finished."""
-    result = {"run": config["run"], "config_hash": config["hash"], "data_hash": data_hash, "git_commit": git_commit,
-              "mlflow_run_id": run_id, "epochs": config["train"]["epochs"], "best_epoch": best_epoch,
-              "selection": "best validation accuracy (val split carved from train; test never used for selection)",
-              "test": final, "timings_s": timings, "config": config}
+    result = {
+        "run": config["run"],
+        "config_hash": config["hash"],
+        "data_hash": data_hash,
+        "git_commit": git_commit,
+        "mlflow_run_id": run_id,
+        "epochs": config["train"]["epochs"],
+        "best_epoch": best_epoch,
+        "selection": "best validation accuracy (val split carved from train; test never used for selection)",
+        "test": final,
+        "timings_s": timings,
+        "config": config,
+    }
     _write_atomic(run_dir / METRICS, json.dumps(result, indent=2) + "\n")
     return result

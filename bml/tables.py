@@ -22,8 +22,14 @@ from bml.results import METHOD_NAMES, Run, by_seed, cell_label
 from bml.stats import TEST_NAMES, compare_to_baseline, summarize
 
 UNIMODAL = ("audio_only", "visual_only", "ensemble")
-DATASET_NAMES = {"avdigits": "avdigits", "cremad": "CREMA-D", "ks": "Kinetics-Sounds", "ucf101": "UCF-101",
-                 "vggsound": "VGGSound", "ave": "AVE"}
+DATASET_NAMES = {
+    "avdigits": "avdigits",
+    "cremad": "CREMA-D",
+    "ks": "Kinetics-Sounds",
+    "ucf101": "UCF-101",
+    "vggsound": "VGGSound",
+    "ave": "AVE",
+}
 MISSING = "—"
 
 
@@ -50,16 +56,32 @@ def to_markdown(table: Table) -> str:
     def cell(i: int, j: int, text: str) -> str:
         return f"**{text}**" if (i, j) in table.bold else text
 
-    lines = [f"### {table.title}", "", "| " + " | ".join(table.header) + " |",
-             "|" + "|".join("---" for _ in table.header) + "|"]
+    lines = [
+        f"### {table.title}",
+        "",
+        "| " + " | ".join(table.header) + " |",
+        "|" + "|".join("---" for _ in table.header) + "|",
+    ]
     lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(table.rows)]
     lines += [""] + [f"{k + 1}. {note}" for k, note in enumerate(table.notes)]
     return "\n".join(lines) + "\n"
 
 
-LATEX_SUBS = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-              ("±", r"$\pm$"), ("—", "---"), ("↑", r"$^{\uparrow}$"), ("↓", r"$^{\downarrow}$"),
-              ("Δ", r"$\Delta$"), ("≥", r"$\geq$"), ("<", r"$<$"), ("×", r"$\times$")]
+LATEX_SUBS = [
+    ("\\", r"\textbackslash{}"),
+    ("&", r"\&"),
+    ("%", r"\%"),
+    ("_", r"\_"),
+    ("#", r"\#"),
+    ("±", r"$\pm$"),
+    ("—", "---"),
+    ("↑", r"$^{\uparrow}$"),
+    ("↓", r"$^{\downarrow}$"),
+    ("Δ", r"$\Delta$"),
+    ("≥", r"$\geq$"),
+    ("<", r"$<$"),
+    ("×", r"$\times$"),
+]
 
 
 def latex_escape(text: str) -> str:
@@ -70,18 +92,29 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     """A booktabs table (\\usepackage{booktabs}); notes as a footnote-sized paragraph under it."""
+
     def cell(i: int, j: int, text: str) -> str:
         text = latex_escape(text)
         return f"\\textbf{{{text}}}" if (i, j) in table.bold else text
 
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{latex_escape(table.title)}}}",
-             f"\\label{{tab:{table.name}}}", r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
-             r"\toprule", " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        f"\\caption{{{latex_escape(table.title)}}}",
+        f"\\label{{tab:{table.name}}}",
+        r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
-        lines += [r"\par\smallskip\footnotesize", " ".join(f"({k + 1}) {latex_escape(n)}"
-                                                             for k, n in enumerate(table.notes))]
+        lines += [
+            r"\par\smallskip\footnotesize",
+            " ".join(f"({k + 1}) {latex_escape(n)}" for k, n in enumerate(table.notes)),
+        ]
     lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -122,13 +155,17 @@ def _groups(runs: list[Run]) -> list[tuple[str, str]]:
 
 def _cells(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tuple[str, str]]:
     """(method, fusion) rows for one table: the uni-modal runs (fusion none) and those of `fusion`."""
-    found = {(r.method, r.fusion) for r in runs if r.dataset == dataset and r.protocol == protocol
-             and r.fusion in ("none", fusion)}
+    found = {
+        (r.method, r.fusion)
+        for r in runs
+        if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)
+    }
     return [(m, f) for m in method_order({m for m, _ in found}) for f in ("none", fusion) if (m, f) in found]
 
 
-def comparison(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str,
-                settings: Settings) -> dict[str, dict]:
+def comparison(
+    runs: list[Run], dataset: str, protocol: str, fusion: str, key: str, settings: Settings
+) -> dict[str, dict]:
     """compare_to_baseline over the balancing methods of one dataset x protocol x fusion."""
     methods = [m for m, f in _cells(runs, dataset, protocol, fusion) if f == fusion]
     values = {m: by_seed(runs, (dataset, protocol, fusion, m), key, settings.which) for m in methods}
@@ -145,23 +182,30 @@ def _marker(entry: dict | None) -> str:
 
 def _common_notes(settings: Settings, seeds_seen: set[int], warnings: set[str]) -> list[str]:
     n = len(seeds_seen)
-    chosen = ("checkpoint of the best validation accuracy (validation carved from train; test never used for "
-              "selection)") if settings.which == "best" else "last epoch"
-    notes = [f"Mean ± std over seeds ({n} seed{'s' if n != 1 else ''}: {sorted(seeds_seen)}), test split, {chosen}.",
-             f"↑ / ↓: differs from {METHOD_NAMES.get(settings.baseline, settings.baseline)} with the same fusion, "
-             f"{TEST_NAMES[settings.test]} over seeds, Holm-corrected across the balancing methods of the "
-             f"column, p < {settings.alpha}."]
+    chosen = (
+        ("checkpoint of the best validation accuracy (validation carved from train; test never used for selection)")
+        if settings.which == "best"
+        else "last epoch"
+    )
+    notes = [
+        f"Mean ± std over seeds ({n} seed{'s' if n != 1 else ''}: {sorted(seeds_seen)}), test split, {chosen}.",
+        f"↑ / ↓: differs from {METHOD_NAMES.get(settings.baseline, settings.baseline)} with the same fusion, "
+        f"{TEST_NAMES[settings.test]} over seeds, Holm-corrected across the balancing methods of the "
+        f"column, p < {settings.alpha}.",
+    ]
     return notes + sorted(warnings)
 
 
 def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, problems: list[str] = ()) -> Table:
     """Accuracy / macro-F1, methods as rows, datasets as columns (the papers' main table)."""
     datasets = sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion})
-    rows_keys = method_order({r.method for r in runs if r.protocol == protocol and r.fusion in ("none", fusion)
-                              and r.dataset in datasets})
+    rows_keys = method_order(
+        {r.method for r in runs if r.protocol == protocol and r.fusion in ("none", fusion) and r.dataset in datasets}
+    )
     header = ["Method"] + [f"{DATASET_NAMES.get(d, d)} {k}" for d in datasets for k in ("acc", "macro-F1")]
-    table = Table(f"main_{protocol}_{fusion}", f"Accuracy and macro-F1 (%), protocol {protocol}, fusion {fusion}",
-                  header, [])
+    table = Table(
+        f"main_{protocol}_{fusion}", f"Accuracy and macro-F1 (%), protocol {protocol}, fusion {fusion}", header, []
+    )
     seeds_seen, warnings, notes = set(), set(), []
     comps = {(d, k): comparison(runs, d, protocol, fusion, k, settings) for d in datasets for k in ("acc", "macro_f1")}
     for method in rows_keys:
@@ -198,8 +242,7 @@ def _coverage_note(method: str, dataset: str, values: dict[int, float], settings
 
 def _bold_best(table: Table, columns: list[int]) -> None:
     for j in columns:
-        means = [(float(row[j].split(" ")[0].rstrip("↑↓")), i) for i, row in enumerate(table.rows)
-                 if row[j] != MISSING]
+        means = [(float(row[j].split(" ")[0].rstrip("↑↓")), i) for i, row in enumerate(table.rows) if row[j] != MISSING]
         if means:
             best = max(m for m, _ in means)
             table.bold |= {(i, j) for m, i in means if m == best}
@@ -207,12 +250,21 @@ def _bold_best(table: Table, columns: list[int]) -> None:
 
 def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
     """The imbalance diagnostic: each encoder's linear-probe accuracy and the head's per-modality accuracy."""
-    keys = [("acc", "acc"), ("acc_audio", "head audio"), ("acc_visual", "head visual"),
-            ("probe_audio", "probe audio"), ("probe_visual", "probe visual")]
+    keys = [
+        ("acc", "acc"),
+        ("acc_audio", "head audio"),
+        ("acc_visual", "head visual"),
+        ("probe_audio", "probe audio"),
+        ("probe_visual", "probe visual"),
+    ]
     header = ["Method"] + [label for _, label in keys] + ["Δ probe visual", "p (Holm)", "d_z"]
-    table = Table(f"imbalance_{dataset}_{protocol}_{fusion}",
-                  f"Uni-modal accuracy (%) on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, "
-                  f"fusion {fusion}: linear probes of the frozen encoders and the head's uni-modal logits", header, [])
+    table = Table(
+        f"imbalance_{dataset}_{protocol}_{fusion}",
+        f"Uni-modal accuracy (%) on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, "
+        f"fusion {fusion}: linear probes of the frozen encoders and the head's uni-modal logits",
+        header,
+        [],
+    )
     comp = comparison(runs, dataset, protocol, fusion, "probe_visual", settings)
     seeds_seen, warnings = set(), set()
     for method, f in _cells(runs, dataset, protocol, fusion):
@@ -224,8 +276,11 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
         entry = comp.get(method) if f != "none" else None
         if entry and not entry.get("baseline") and entry["paired"]["p"] is not None:
             d = entry["paired"]
-            row += [f"{d['mean_diff']:+.1f}", f"{entry['p_holm']:.2g}", f"{d['d_z']:+.2f}" if d["d_z"] is not None
-                    else MISSING]
+            row += [
+                f"{d['mean_diff']:+.1f}",
+                f"{entry['p_holm']:.2g}",
+                f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING,
+            ]
             if entry.get("warning"):
                 warnings.add(entry["warning"])
         else:
@@ -237,16 +292,21 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
         "A joint encoder probing below the uni-modal one was held back by the other modality.",
         f"Δ probe visual: mean paired difference from {METHOD_NAMES.get(settings.baseline, settings.baseline)}; "
         "d_z: Cohen's d_z of that difference; — where there is no test (the baseline, uni-modal rows, "
-        "fewer than 2 paired seeds)."]
+        "fewer than 2 paired seeds).",
+    ]
     return table
 
 
 def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str, settings: Settings) -> Table:
     """The significance detail of one metric: confidence intervals, paired differences, raw and Holm p."""
     header = ["Method", "n", "mean ± std", "95% CI (t)", "95% CI (bootstrap)", "Δ vs baseline", "p", "p (Holm)", "d_z"]
-    table = Table(f"stats_{key}_{dataset}_{protocol}_{fusion}",
-                  f"{key} on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}: "
-                  f"each method against {METHOD_NAMES.get(settings.baseline, settings.baseline)}", header, [])
+    table = Table(
+        f"stats_{key}_{dataset}_{protocol}_{fusion}",
+        f"{key} on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}: "
+        f"each method against {METHOD_NAMES.get(settings.baseline, settings.baseline)}",
+        header,
+        [],
+    )
     comp = comparison(runs, dataset, protocol, fusion, key, settings)
     warnings = set()
     for method, f in _cells(runs, dataset, protocol, fusion):
@@ -255,22 +315,32 @@ def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: 
         values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
         s = summarize(list(values.values())) if values else {"n": 0}
         ci = lambda c: f"[{c[0]:.1f}, {c[1]:.1f}]" if c else MISSING  # noqa: E731
-        row = [METHOD_NAMES.get(method, method), str(s["n"]), _mean_std(values), ci(s.get("ci_t")),
-               ci(s.get("ci_boot"))]
+        row = [
+            METHOD_NAMES.get(method, method),
+            str(s["n"]),
+            _mean_std(values),
+            ci(s.get("ci_t")),
+            ci(s.get("ci_boot")),
+        ]
         entry = comp.get(method, {})
         if entry.get("baseline") or not entry or entry["paired"]["p"] is None:
             row += [MISSING] * 4
         else:
             d = entry["paired"]
-            row += [f"{d['mean_diff']:+.1f}" + _marker(entry), f"{d['p']:.2g}", f"{entry['p_holm']:.2g}",
-                    f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING]
+            row += [
+                f"{d['mean_diff']:+.1f}" + _marker(entry),
+                f"{d['p']:.2g}",
+                f"{entry['p_holm']:.2g}",
+                f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING,
+            ]
             if entry.get("warning"):
                 warnings.add(entry["warning"])
         table.rows.append(row)
-    table.notes = [f"{TEST_NAMES[settings.test]} on the seeds both runs have; Holm's correction "
-                   f"across the {len(table.rows) - 1} methods compared; significance at p < {settings.alpha}.",
-                   "Bootstrap: BCa over seeds (scipy.stats.bootstrap); t interval: mean ± t(0.975, n-1) · s/√n."
-                   ] + sorted(warnings)
+    table.notes = [
+        f"{TEST_NAMES[settings.test]} on the seeds both runs have; Holm's correction "
+        f"across the {len(table.rows) - 1} methods compared; significance at p < {settings.alpha}.",
+        "Bootstrap: BCa over seeds (scipy.stats.bootstrap); t interval: mean ± t(0.975, n-1) · s/√n.",
+    ] + sorted(warnings)
     return table
 
 
@@ -279,8 +349,12 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
     results = source["results"]
     datasets = sorted({d for per in results.values() for d in per})
     header = ["Method"] + [f"{DATASET_NAMES.get(d, d)} {k}" for d in datasets for k in ("published", "ours", "Δ")]
-    table = Table(f"published_{source_id}", f"Accuracy (%): {source['title']} beside bml "
-                  f"(protocol {source['protocol']}, fusion {source['fusion']})", header, [])
+    table = Table(
+        f"published_{source_id}",
+        f"Accuracy (%): {source['title']} beside bml (protocol {source['protocol']}, fusion {source['fusion']})",
+        header,
+        [],
+    )
     not_run = set()
     for method, per in results.items():
         f = "none" if method in UNIMODAL else source["fusion"]
@@ -291,17 +365,24 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
             mean = float(np.mean(list(ours.values()))) if ours else None
             if not ours:
                 not_run.add(DATASET_NAMES.get(d, d))
-            row += [f"{pub:.2f}" if pub is not None else MISSING, _mean_std(ours),
-                    f"{mean - pub:+.1f}" if pub is not None and mean is not None else MISSING]
+            row += [
+                f"{pub:.2f}" if pub is not None else MISSING,
+                _mean_std(ours),
+                f"{mean - pub:+.1f}" if pub is not None and mean is not None else MISSING,
+            ]
         table.rows.append(row)
-    table.notes = [f"Published: {source['title']} (params/published.yaml). Ours: mean ± std over seeds, test "
-                   "split, best-on-validation checkpoint, the same protocol and fusion."]
+    table.notes = [
+        f"Published: {source['title']} (params/published.yaml). Ours: mean ± std over seeds, test "
+        "split, best-on-validation checkpoint, the same protocol and fusion."
+    ]
     if source.get("note"):
         table.notes.append(f"Note from the source: {source['note']}.")
     if not_run:
-        table.notes.append(f"{MISSING} under ours: no bml run of that method on {', '.join(sorted(not_run))} under "
-                           f"protocol {source['protocol']} in this results folder (the real datasets are not "
-                           "shipped; see the README to plug them in).")
+        table.notes.append(
+            f"{MISSING} under ours: no bml run of that method on {', '.join(sorted(not_run))} under "
+            f"protocol {source['protocol']} in this results folder (the real datasets are not "
+            "shipped; see the README to plug them in)."
+        )
     return table
 
 

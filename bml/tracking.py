@@ -28,7 +28,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 @contextmanager
@@ -45,8 +45,9 @@ def _lock(path: Path):
 class Tracker:
     """One MLflow run: opened (or reopened, on resume) by run_id, closed with a status."""
 
-    def __init__(self, uri: str, artifacts: str, experiment: str, run_name: str, tags: dict[str, str],
-                 run_id: str | None = None) -> None:
+    def __init__(
+        self, uri: str, artifacts: str, experiment: str, run_name: str, tags: dict[str, str], run_id: str | None = None
+    ) -> None:
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -83,7 +84,7 @@ class Tracker:
         existing = self.client.get_run(self.run_id).data.params
         new = [Param(k, str(v)) for k, v in flatten(params).items() if k not in existing]
         for i in range(0, len(new), 100):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, params=new[i:i + 100])
+            self.client.log_batch(self.run_id, params=new[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
@@ -91,10 +92,13 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in flatten(metrics).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
@@ -132,5 +136,11 @@ def open_tracker(tracking: dict, run: dict, tags: dict[str, str], run_id: str | 
     uri = os.environ.get("MLFLOW_TRACKING_URI", tracking["uri"])
     if uri in ("none", ""):
         return NoTracker()
-    return Tracker(uri, tracking["artifacts"], f"{run['dataset']}/{run['protocol']}",
-                   f"{run['method']}-{run['fusion']}-seed{run['seed']}", tags, run_id)
+    return Tracker(
+        uri,
+        tracking["artifacts"],
+        f"{run['dataset']}/{run['protocol']}",
+        f"{run['method']}-{run['fusion']}-seed{run['seed']}",
+        tags,
+        run_id,
+    )

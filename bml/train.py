@@ -44,10 +44,16 @@ class TrainingError(RuntimeError):
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -74,10 +80,12 @@ def open_run(config: dict, device: torch.device) -> RunContext:
     """The run's data (checked: size, hash, disjoint splits) and what every hook may read."""
     packed, tcfg, seed = config["paths"]["packed_dir"], config["train"], config["run"]["seed"]
     modalities = config["data"]["modalities"]
-    splits = {"train": PackedSplit(packed, "train", modalities, tcfg["train_frames"], train=True, seed=seed),
-              "train_eval": PackedSplit(packed, "train", modalities, tcfg["eval_frames"], train=False, seed=seed),
-              "val": PackedSplit(packed, "val", modalities, tcfg["eval_frames"], train=False, seed=seed),
-              "test": PackedSplit(packed, "test", modalities, tcfg["eval_frames"], train=False, seed=seed)}
+    splits = {
+        "train": PackedSplit(packed, "train", modalities, tcfg["train_frames"], train=True, seed=seed),
+        "train_eval": PackedSplit(packed, "train", modalities, tcfg["eval_frames"], train=False, seed=seed),
+        "val": PackedSplit(packed, "val", modalities, tcfg["eval_frames"], train=False, seed=seed),
+        "test": PackedSplit(packed, "test", modalities, tcfg["eval_frames"], train=False, seed=seed),
+    }
     train_ids = set(splits["train"].records["clip_id"].tolist())
     for other in ("val", "test"):
         shared = train_ids & set(splits[other].records["clip_id"].tolist())
@@ -106,8 +114,12 @@ def _nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
 
 
-def train(config: dict, device: str | None = None, restart: bool = False,
-          log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)) -> dict[str, Any]:
+def train(
+    config: dict,
+    device: str | None = None,
+    restart: bool = False,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
     """Train (or resume) one run and evaluate it; returns what metrics.json holds."""
     phases, started = Phases(), time.perf_counter()
     run_cfg, tcfg = config["run"], config["train"]
@@ -131,21 +143,44 @@ def train(config: dict, device: str | None = None, restart: bool = False,
     eval_splits = {"train": run.splits["train_eval"], "val": run.splits["val"], "test": run.splits["test"]}
     chash, dhash = config["hash"], data_hash(run.splits)
     if chash != digest(hashed_config(config)):
-        raise TrainingError(f"{out_dir}: the configuration's hash {chash} does not match its values; resolve it "
-                            f"again (bml plan) instead of editing it")
-    tags = {**{k: str(v) for k, v in run_cfg.items()}, "git_commit": git_commit(), "data_hash": dhash,
-            "config_hash": chash}
+        raise TrainingError(
+            f"{out_dir}: the configuration's hash {chash} does not match its values; resolve it "
+            f"again (bml plan) instead of editing it"
+        )
+    tags = {
+        **{k: str(v) for k, v in run_cfg.items()},
+        "git_commit": git_commit(),
+        "data_hash": dhash,
+        "config_hash": chash,
+    }
 
     def final_metrics(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate_model(m, method.predict, eval_splits, dev, prepare, config["eval"], run_cfg["seed"],
-                              run.n_classes, extra=method.evaluations)
+        return evaluate_model(
+            m,
+            method.predict,
+            eval_splits,
+            dev,
+            prepare,
+            config["eval"],
+            run_cfg["seed"],
+            run.n_classes,
+            extra=method.evaluations,
+        )
 
     if not spec.trains:  # the ensemble: evaluate the runs it combines
         tracker = open_tracker(config["tracking"], run_cfg, tags)
         final = phases.timed("final_evaluation", final_metrics, model)
         phases.add("total", time.perf_counter() - started)
-        result = write_metrics(out_dir, config, dhash, tags["git_commit"], tracker.run_id, None,
-                               {"best": final, "last": final}, phases.seconds)
+        result = write_metrics(
+            out_dir,
+            config,
+            dhash,
+            tags["git_commit"],
+            tracker.run_id,
+            None,
+            {"best": final, "last": final},
+            phases.seconds,
+        )
         tracker.log_params(config)
         tracker.log_metrics({"test": result["test"]}, step=0)
         tracker.end()
@@ -160,9 +195,11 @@ def train(config: dict, device: str | None = None, restart: bool = False,
         ckpt = load(ckpt_path, dev)
         if ckpt["config_hash"] != chash or ckpt["data_hash"] != dhash:
             what = "configuration" if ckpt["config_hash"] != chash else "data"
-            raise TrainingError(f"{ckpt_path}: checkpoint of another {what} (hash {ckpt['config_hash']}/"
-                                f"{ckpt['data_hash']}, this run {chash}/{dhash}); delete {out_dir} or pass "
-                                f"--restart to start over")
+            raise TrainingError(
+                f"{ckpt_path}: checkpoint of another {what} (hash {ckpt['config_hash']}/"
+                f"{ckpt['data_hash']}, this run {chash}/{dhash}); delete {out_dir} or pass "
+                f"--restart to start over"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -177,19 +214,29 @@ def train(config: dict, device: str | None = None, restart: bool = False,
 
     def stop(what: str, epoch: int, step: int | None) -> TrainingError:
         at = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
-        kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {ckpt_path}" if history
-                else "no checkpoint was written yet")
+        kept = (
+            f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {ckpt_path}"
+            if history
+            else "no checkpoint was written yet"
+        )
         return TrainingError(f"{out_dir}: {what} at {at}; {kept}. Lower train.optimizer.lr or check the inputs.")
 
     try:
-        for epoch in _progress(range(start_epoch, tcfg["epochs"]), desc="epochs", initial=start_epoch,
-                               total=tcfg["epochs"]):
+        for epoch in _progress(
+            range(start_epoch, tcfg["epochs"]), desc="epochs", initial=start_epoch, total=tcfg["epochs"]
+        ):
             epoch_started = time.perf_counter()
             model.train()
             method.on_epoch_start(EpochContext(run, model, epoch))
             samples = method.epoch_samples(EpochContext(run, model, epoch))
-            loader = make_loader(run.splits["train"], tcfg["batch_size"], epoch, tcfg["num_workers"],
-                                 pin_memory=dev.type == "cuda", indices=None if samples is None else samples.indices)
+            loader = make_loader(
+                run.splits["train"],
+                tcfg["batch_size"],
+                epoch,
+                tcfg["num_workers"],
+                pin_memory=dev.type == "cuda",
+                indices=None if samples is None else samples.indices,
+            )
             n_steps = len(loader)
             sums, seen_n = {}, 0
             for step, raw in enumerate(_progress(loader, desc=f"epoch {epoch + 1}", total=n_steps)):
@@ -201,8 +248,13 @@ def train(config: dict, device: str | None = None, restart: bool = False,
                     raise stop(f"loss is not finite ({err})", epoch, step) from None
                 bad = _nonfinite_parameters(model)
                 if bad:
-                    raise stop(f"weights are not finite after the optimizer step ({bad[0]}"
-                               + (f" and {len(bad) - 1} more" if len(bad) > 1 else "") + ")", epoch, step)
+                    raise stop(
+                        f"weights are not finite after the optimizer step ({bad[0]}"
+                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                        + ")",
+                        epoch,
+                        step,
+                    )
                 n = batch.labels.shape[0]
                 seen_n += n
                 for name, value in values.items():
@@ -220,9 +272,14 @@ def train(config: dict, device: str | None = None, restart: bool = False,
                 val = _validate(model, collect_split, config, run.n_classes, due, phases)
             except NonFiniteError as err:
                 raise stop(str(err), epoch, None) from None
-            row = {"epoch": epoch + 1, "train_loss": sum(sums.values()) / max(seen_n, 1), "lr": lr,
-                   **({f"loss_{k}": v / seen_n for k, v in sums.items()} if len(sums) > 1 else {}),
-                   **val, **method.epoch_log()}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": sum(sums.values()) / max(seen_n, 1),
+                "lr": lr,
+                **({f"loss_{k}": v / seen_n for k, v in sums.items()} if len(sums) > 1 else {}),
+                **val,
+                **method.epoch_log(),
+            }
             # wall times, never compared between runs: the whole epoch, its training steps per step, and the
             # method's end-of-epoch work (Re-learning's diagnosis)
             row["epoch_time_s"] = time.perf_counter() - epoch_started
@@ -232,16 +289,32 @@ def train(config: dict, device: str | None = None, restart: bool = False,
             t0 = time.perf_counter()
             if best is None or row["val_acc"] > best["val_acc"]:
                 best = {"epoch": epoch + 1, "val_acc": row["val_acc"]}
-                save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "config": config,
-                             "config_hash": chash}, best_path)
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "method": method.state_dict(), "epoch": epoch + 1,
-                         "history": history, "best": best, "rng": rng_state(), "config": config,
-                         "config_hash": chash, "data_hash": dhash, "mlflow_run_id": tracker.run_id}, ckpt_path)
+                save_atomic(
+                    {"model": model.state_dict(), "epoch": epoch + 1, "config": config, "config_hash": chash}, best_path
+                )
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "method": method.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "rng": rng_state(),
+                    "config": config,
+                    "config_hash": chash,
+                    "data_hash": dhash,
+                    "mlflow_run_id": tracker.run_id,
+                },
+                ckpt_path,
+            )
             phases.add("checkpoints", time.perf_counter() - t0)
             phases.timed("tracking", tracker.log_metrics, {k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
-            log(f"epoch {epoch + 1}/{tcfg['epochs']}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.2f}"
-                + "".join(f"  {k} {v:.2f}" for k, v in row.items() if k.startswith(("val_acc_", "val_probe_"))))
+            log(
+                f"epoch {epoch + 1}/{tcfg['epochs']}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.2f}"
+                + "".join(f"  {k} {v:.2f}" for k, v in row.items() if k.startswith(("val_acc_", "val_probe_")))
+            )
 
         last_epoch = history[-1]["epoch"] if history else tcfg["epochs"]
         final = {"last": phases.timed("final_evaluation", final_metrics, model)}
@@ -252,15 +325,17 @@ def train(config: dict, device: str | None = None, restart: bool = False,
             final["best"] = phases.timed("final_evaluation", final_metrics, model)
         write_history(out_dir, history)
         phases.add("total", time.perf_counter() - started)
-        result = write_metrics(out_dir, config, dhash, tags["git_commit"], tracker.run_id, best["epoch"], final,
-                               phases.seconds)
+        result = write_metrics(
+            out_dir, config, dhash, tags["git_commit"], tracker.run_id, best["epoch"], final, phases.seconds
+        )
         tracker.log_metrics({"test": final}, step=tcfg["epochs"])
         tracker.log_run_files(out_dir)
         status = "FINISHED"
         return result
     finally:
-        tracker.end(status if status == "FINISHED" else ("KILLED" if sys.exc_info()[0] is KeyboardInterrupt
-                                                          else "FAILED"))
+        tracker.end(
+            status if status == "FINISHED" else ("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
+        )
 
 
 def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Samples | None) -> Batch:
@@ -274,8 +349,9 @@ def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Sampl
     return Batch(inputs, raw["label"].to(device, non_blocking=True), raw["index"].to(device), masks)
 
 
-def _validate(model: torch.nn.Module, collect_split: Callable, config: dict, n_classes: int, with_probes: bool,
-              phases: Phases) -> dict[str, float]:
+def _validate(
+    model: torch.nn.Module, collect_split: Callable, config: dict, n_classes: int, with_probes: bool, phases: Phases
+) -> dict[str, float]:
     """Validation metrics of one epoch (never test): accuracy, per-modality accuracy, probes when due."""
     found = phases.timed("validation", collect_split, model, "val")
     metrics = {f"val_{k}": v for k, v in classification_metrics(found["logits"], found["label"]).items()}
@@ -283,6 +359,12 @@ def _validate(model: torch.nn.Module, collect_split: Callable, config: dict, n_c
     if with_probes:
         train = phases.timed("probes", collect_split, model, "train_eval")
         ev = config["eval"]
-        metrics.update({f"val_{k}": v for k, v in phases.timed(
-            "probes", probes, train, found, None, tuple(ev["probe_cs"]), ev["probe_max_iter"], n_classes).items()})
+        metrics.update(
+            {
+                f"val_{k}": v
+                for k, v in phases.timed(
+                    "probes", probes, train, found, None, tuple(ev["probe_cs"]), ev["probe_max_iter"], n_classes
+                ).items()
+            }
+        )
     return metrics

@@ -1,7 +1,9 @@
-"""Shared fixtures: one tiny avdigits dataset per test session (real MP4s through the real ffmpeg)."""
+"""Shared fixtures: tiny avdigits datasets (real MP4s through the real ffmpeg and the real `bml` commands),
+project copies for Snakemake and DVC, and resolved cell configurations for the loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from bml.config import avdigits_settings
 from bml.data.avdigits import generate
+from bml.data.sources import generator_settings
+from bml.plan import Layout, load_dataset, load_pipeline, resolve_cell
 
 REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params"
 TINY_CLIPS = 40
+TRAIN_CLIPS = 120  # 84 train / 12 val / 24 test: enough for audio to beat chance in a few epochs
+NO_TRACKING = {"uri": "none", "artifacts": "mlartifacts"}
 
 
 def bml_env() -> dict[str, str]:
@@ -24,19 +30,53 @@ def bml_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=bml_env(), capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env or bml_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
+def avdigits_settings(preset: str = "audio_dominant") -> dict:
+    """The generator's settings of a preset, as params/datasets/avdigits.yaml gives them."""
+    source = load_dataset("avdigits", PARAMS, load_pipeline(PARAMS)).source
+    return generator_settings({**source, "preset": preset})
+
+
+def make_data(root: Path, n_clips: int, seed: int, extra: dict | None = None) -> Path:
+    """Run the real data stages (`bml manifest`, `extract`, `pack`) for avdigits in `root`; returns root."""
+    overrides = json.dumps({"datasets": {"avdigits": {"n_clips": n_clips, "seed": seed}}, **(extra or {})})
+    for cmd in (["manifest", "--dataset", "avdigits"], ["extract", "--dataset", "avdigits", "--recipe", "embedded"],
+                ["pack", "--dataset", "avdigits", "--recipe", "embedded"]):
+        run([sys.executable, "-m", "bml.cli", *cmd, "--overrides", overrides], cwd=root)
+    return root
+
+
+def cell_config(data_root: Path, results: Path, method: str = "joint", fusion: str = "concat", seed: int = 0,
+                epochs: int = 3, sets: tuple[str, ...] = (), tracking: dict | None = None,
+                params_dir: Path = PARAMS, dataset: str = "avdigits", protocol: str = "embedded") -> dict:
+    """A cell's resolved configuration whose data is under data_root and whose run folder is under results."""
+    pipeline = load_pipeline(params_dir, {"data_root": str(data_root), "results_root": str(results),
+                                          "tracking": tracking or NO_TRACKING})
+    layout = Layout(str(data_root), str(results), str(results / "reports"))
+    cell = resolve_cell(load_dataset(dataset, params_dir, pipeline), protocol, method, fusion, seed, params_dir,
+                        pipeline, layout, (f"train.epochs={epochs}", "train.probe_every=2", *sets))
+    return cell.config
+
+
 @pytest.fixture(scope="session")
 def tiny_avdigits(tmp_path_factory) -> Path:
-    """40 clips of the default preset; returns the manifest. Tests must not modify it."""
+    """40 generated clips of the default preset; returns the generator's manifest. Tests must not modify it."""
     out = tmp_path_factory.mktemp("avdigits") / "raw"
-    return generate(out, n_clips=TINY_CLIPS, seed=0, settings=avdigits_settings("audio_dominant"),
-                    workers=2, log=lambda _: None)
+    return generate(out, n_clips=TINY_CLIPS, seed=0, settings=avdigits_settings(), workers=2, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def packed_avdigits(tmp_path_factory) -> Path:
+    """A data root holding avdigits/embedded/packed/{train,val,test}.npy of 120 clips, made by the real data
+    stages. Tests must not modify it."""
+    return make_data(tmp_path_factory.mktemp("data_root"), TRAIN_CLIPS, seed=3) / "data"
 
 
 @pytest.fixture
@@ -44,30 +84,8 @@ def project_copy(tmp_path) -> Path:
     """The pipeline's files in a fresh folder (the package runs from its install; DVC hashes its files)."""
     dest = tmp_path / "project"
     dest.mkdir()
-    for name in ["Snakefile", "dvc.yaml", ".gitignore"]:
+    for name in ["Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"]:
         shutil.copy(REPO / name, dest / name)
-    for name in ["params", "workflow", "bml"]:
-        shutil.copytree(REPO / name, dest / name)
+    for name in ["params", "workflow", "bml", "profiles"]:
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
-
-
-TRAIN_CLIPS = 120  # 84 train / 12 val / 24 test: enough for audio to beat chance in a few epochs
-
-
-@pytest.fixture(scope="session")
-def packed_avdigits(tmp_path_factory) -> Path:
-    """A data root holding avdigits/packed/{train,val,test}.npy of 120 clips, made by the real pipeline
-    commands (generator, ffmpeg extraction, spectrograms, pack). Tests must not modify it."""
-    from bml.cli import main
-
-    root = tmp_path_factory.mktemp("data_root")
-    d = root / "avdigits"
-    manifest = generate(d / "raw", n_clips=TRAIN_CLIPS, seed=3, settings=avdigits_settings("audio_dominant"),
-                        workers=2, log=lambda _: None)
-    main(["extract-frames", "--manifest", str(manifest), "--fps", "10", "--out", str(d / "frames"), "--workers", "2"])
-    main(["extract-audio", "--manifest", str(manifest), "--sample-rate", "16000", "--out", str(d / "audio")])
-    main(["spectrograms", "--audio", str(d / "audio"), "--preset", "avdigits", "--out", str(d / "spectrograms")])
-    main(["pack", "--manifest", str(manifest), "--frames", str(d / "frames"), "--audio", str(d / "audio"),
-          "--spectrograms", str(d / "spectrograms"), "--n-frames", "8", "--frame-size", "64", "--out",
-          str(d / "packed")])
-    return root

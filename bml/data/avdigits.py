@@ -44,13 +44,14 @@ NO_SPEECH = -1
 @dataclass(frozen=True)
 class ClipPlan:
     """Everything that decides one clip, drawn up front so generation can run in any order."""
+
     index: int
     clip_id: str
     label: int
     split: str
     digit_shown: int
-    digit_spoken: int          # NO_SPEECH when the speech is absent
-    image_index: int           # row of sklearn's digits
+    digit_spoken: int  # NO_SPEECH when the speech is absent
+    image_index: int  # row of sklearn's digits
     n_frames: int
     voice: str
     rate: int
@@ -68,16 +69,16 @@ def plan_clips(n_clips: int, seed: int, settings: dict) -> list[ClipPlan]:
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng([seed, 0])
-    labels = rng.permutation(np.arange(n_clips) % 10)           # balanced classes
+    labels = rng.permutation(np.arange(n_clips) % 10)  # balanced classes
     # Stratified split with exact global sizes: shuffle each class, interleave the classes round-robin
     # (every prefix of that order is class-balanced), then cut it at the split sizes.
     per_class = [rng.permutation(np.flatnonzero(labels == d)) for d in range(10)]
     order = [c[j] for j in range(max(map(len, per_class))) for c in per_class if j < len(c)]
     counts = _split_counts(n_clips, settings["splits"])
     split_of = np.empty(n_clips, dtype=object)
-    split_of[order[:counts["train"]]] = "train"
-    split_of[order[counts["train"]:counts["train"] + counts["val"]]] = "val"
-    split_of[order[counts["train"] + counts["val"]:]] = "test"
+    split_of[order[: counts["train"]]] = "train"
+    split_of[order[counts["train"] : counts["train"] + counts["val"]]] = "val"
+    split_of[order[counts["train"] + counts["val"] :]] = "test"
 
     # Partition sklearn's 1,797 images between the splits, per digit, with the same shares.
     targets = load_digits().target
@@ -85,9 +86,9 @@ def plan_clips(n_clips: int, seed: int, settings: dict) -> list[ClipPlan]:
     for digit in range(10):
         images = rng.permutation(np.flatnonzero(targets == digit))
         counts = _split_counts(len(images), settings["splits"])
-        pools[("train", digit)] = images[:counts["train"]]
-        pools[("val", digit)] = images[counts["train"]:counts["train"] + counts["val"]]
-        pools[("test", digit)] = images[counts["train"] + counts["val"]:]
+        pools[("train", digit)] = images[: counts["train"]]
+        pools[("val", digit)] = images[counts["train"] : counts["train"] + counts["val"]]
+        pools[("test", digit)] = images[counts["train"] + counts["val"] :]
 
     lo, hi = settings["duration"]
     plans = []
@@ -100,23 +101,31 @@ def plan_clips(n_clips: int, seed: int, settings: dict) -> list[ClipPlan]:
             spoken = NO_SPEECH
         pool = pools[(split, shown)]
         n_frames = max(1, int(round(r.uniform(lo, hi) * settings["fps"])))
-        plans.append(ClipPlan(
-            index=i, clip_id=f"avd_{i:05d}", label=label, split=split, digit_shown=shown,
-            digit_spoken=spoken, image_index=int(pool[r.integers(len(pool))]), n_frames=n_frames,
-            voice=speech.VOICES[r.integers(len(speech.VOICES))],
-            rate=int(r.integers(settings["rate"][0], settings["rate"][1] + 1)),
-            pitch=int(r.integers(settings["pitch"][0], settings["pitch"][1] + 1))))
+        plans.append(
+            ClipPlan(
+                index=i,
+                clip_id=f"avd_{i:05d}",
+                label=label,
+                split=split,
+                digit_shown=shown,
+                digit_spoken=spoken,
+                image_index=int(pool[r.integers(len(pool))]),
+                n_frames=n_frames,
+                voice=speech.VOICES[r.integers(len(speech.VOICES))],
+                rate=int(r.integers(settings["rate"][0], settings["rate"][1] + 1)),
+                pitch=int(r.integers(settings["pitch"][0], settings["pitch"][1] + 1)),
+            )
+        )
     return plans
 
 
 def _maybe_wrong(rng: np.random.Generator, label: int, p_wrong: float) -> int:
     if rng.random() < p_wrong:
-        return int((label + rng.integers(1, 10)) % 10)           # any other digit, uniformly
+        return int((label + rng.integers(1, 10)) % 10)  # any other digit, uniformly
     return label
 
 
-def render_frames(image_8x8: np.ndarray, n_frames: int, settings: dict,
-                  rng: np.random.Generator) -> np.ndarray:
+def render_frames(image_8x8: np.ndarray, n_frames: int, settings: dict, rng: np.random.Generator) -> np.ndarray:
     """(n_frames, size, size) uint8 grey frames: the digit, jittered, under fresh noise on every frame."""
     size, digit_size = settings["size"], settings["digit_size"]
     digit = Image.fromarray((image_8x8 / 16.0 * 255).astype(np.uint8))
@@ -126,7 +135,7 @@ def render_frames(image_8x8: np.ndarray, n_frames: int, settings: dict,
     for t in range(n_frames):
         dy, dx = base + rng.integers(-settings["frame_jitter_px"], settings["frame_jitter_px"] + 1, size=2)
         dy, dx = np.clip([dy, dx], 0, size - digit_size)
-        frames[t, dy:dy + digit_size, dx:dx + digit_size] = digit
+        frames[t, dy : dy + digit_size, dx : dx + digit_size] = digit
     frames += rng.normal(0.0, settings["visual_noise"], size=frames.shape).astype(np.float32)
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
@@ -137,16 +146,15 @@ def render_audio(plan: ClipPlan, duration: float, settings: dict, rng: np.random
     n = int(round(duration * sr))
     track = np.zeros(n, dtype=np.float32)
     if plan.digit_spoken != NO_SPEECH:
-        voice, voice_sr = speech.speak_digit(plan.digit_spoken, voice=plan.voice, rate=plan.rate,
-                                             pitch=plan.pitch)
+        voice, voice_sr = speech.speak_digit(plan.digit_spoken, voice=plan.voice, rate=plan.rate, pitch=plan.pitch)
         gcd = np.gcd(sr, voice_sr)
         voice = resample_poly(voice, sr // gcd, voice_sr // gcd).astype(np.float32)[:n]
-        voice /= max(np.abs(voice).max(), 1e-6) / 0.5           # speech peaks at half scale
+        voice /= max(np.abs(voice).max(), 1e-6) / 0.5  # speech peaks at half scale
         start = int(rng.integers(0, n - len(voice) + 1))
-        track[start:start + len(voice)] = voice
+        track[start : start + len(voice)] = voice
         speech_power = float(np.mean(voice[np.abs(voice) > 0.02] ** 2))
     else:
-        speech_power = 0.01                                       # a typical speech power at this peak
+        speech_power = 0.01  # a typical speech power at this peak
     noise_std = np.sqrt(speech_power / 10 ** (settings["audio_snr_db"] / 10))
     track += rng.normal(0.0, noise_std, size=n).astype(np.float32)
     return np.clip(track, -1.0, 1.0)
@@ -160,12 +168,18 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, settings: dict
     wav = path.with_suffix(".tmp.wav")
     tmp = path.with_suffix(".tmp.mp4")
     soundfile.write(wav, audio, settings["sample_rate"], subtype="PCM_16")
-    video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="gray", s=f"{w}x{h}",
-                            framerate=settings["fps"])
+    video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="gray", s=f"{w}x{h}", framerate=settings["fps"])
     audio_in = ffmpeg.input(str(wav))
     out = ffmpeg.output(
-        video_in, audio_in, str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=settings["crf"],
-        acodec="aac", audio_bitrate="64k", t=n / settings["fps"],
+        video_in,
+        audio_in,
+        str(tmp),
+        vcodec="libx264",
+        pix_fmt="yuv420p",
+        crf=settings["crf"],
+        acodec="aac",
+        audio_bitrate="64k",
+        t=n / settings["fps"],
         **{"threads": 1, "fflags": "+bitexact", "flags:v": "+bitexact", "flags:a": "+bitexact"},
     ).global_args("-hide_banner", "-loglevel", "error", "-y")
     try:
@@ -187,9 +201,15 @@ def make_clip(args: tuple[ClipPlan, int, dict, str]) -> dict:
     audio = render_audio(plan, duration, settings, rng)
     path = Path(out_dir) / "clips" / f"{plan.clip_id}.mp4"
     encode_mp4(path, frames, audio, settings)
-    return {"clip_id": plan.clip_id, "path": f"clips/{plan.clip_id}.mp4", "label": plan.label,
-            "split": plan.split, "digit_shown": plan.digit_shown, "digit_spoken": plan.digit_spoken,
-            "duration": f"{duration:.2f}"}
+    return {
+        "clip_id": plan.clip_id,
+        "path": f"clips/{plan.clip_id}.mp4",
+        "label": plan.label,
+        "split": plan.split,
+        "digit_shown": plan.digit_shown,
+        "digit_spoken": plan.digit_spoken,
+        "duration": f"{duration:.2f}",
+    }
 
 
 _IMAGES: np.ndarray | None = None
@@ -205,8 +225,7 @@ def _digit_images() -> np.ndarray:
     return _IMAGES
 
 
-def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, workers: int = 1,
-             log=print) -> Path:
+def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, workers: int = 1, log=print) -> Path:
     """Write out_dir/clips/*.mp4, out_dir/manifest.csv and out_dir/generator.json; return the manifest."""
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
@@ -224,10 +243,21 @@ def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, worke
         writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "generator.json").write_text(json.dumps(
-        {"n_clips": n_clips, "seed": seed, "settings": settings, "voices": list(speech.VOICES),
-         "ffmpeg": _ffmpeg_version()}, indent=2, sort_keys=True) + "\n")
-    tmp.rename(manifest)                                          # the manifest last: it marks completion
+    (out_dir / "generator.json").write_text(
+        json.dumps(
+            {
+                "n_clips": n_clips,
+                "seed": seed,
+                "settings": settings,
+                "voices": list(speech.VOICES),
+                "ffmpeg": _ffmpeg_version(),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    tmp.rename(manifest)  # the manifest last: it marks completion
     counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
     log(f"avdigits: wrote {len(rows)} clips to {out_dir} ({counts})")
     return manifest

@@ -67,8 +67,10 @@ _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"Stream #(\d+):(\d+)\S*: (Video|Audio): (.*)$", re.M)
 _FPS = re.compile(r"([\d.]+) fps")
 _RATE = re.compile(r"(\d+) Hz")
-_SUMMARY = re.compile(r"Input stream #(\d+):(\d+) \((video|audio)\): \d+ packets read \(\d+ bytes\); "
-                      r"(\d+) frames decoded; (\d+) decode errors(?:; \((\d+) samples\))?")
+_SUMMARY = re.compile(
+    r"Input stream #(\d+):(\d+) \((video|audio)\): \d+ packets read \(\d+ bytes\); "
+    r"(\d+) frames decoded; (\d+) decode errors(?:; \((\d+) samples\))?"
+)
 
 
 @dataclass
@@ -86,7 +88,7 @@ def read_inputs(text: str) -> dict[int, InputInfo]:
     found: dict[int, InputInfo] = {}
     blocks = list(_INPUT.finditer(text))
     for k, match in enumerate(blocks):
-        block = text[match.end(): blocks[k + 1].start() if k + 1 < len(blocks) else len(text)]
+        block = text[match.end() : blocks[k + 1].start() if k + 1 < len(blocks) else len(text)]
         block = block.split("Stream mapping:")[0]
         info = InputInfo(match.group(2))
         if (d := _DURATION.search(block)) is not None:
@@ -121,8 +123,9 @@ def _why_unreadable(path: str, text: str) -> str:
 # ---- one clip -----------------------------------------------------------------------------------------
 
 
-def decode_clip(row: Row, modalities: dict[str, str], settings: dict, limits: Limits = Limits()
-                ) -> dict[str, np.ndarray]:
+def decode_clip(
+    row: Row, modalities: dict[str, str], settings: dict, limits: Limits = Limits()
+) -> dict[str, np.ndarray]:
     """{modality: decoded array} for one clip: frames (n, S, S, 3) uint8 at the recipe's rate, audio (T,)
     float32 mono at the file's rate (key `<modality>:rate` holds it); MediaError names file and problem."""
     span = settings["span"]
@@ -150,8 +153,17 @@ def decode_clip(row: Row, modalities: dict[str, str], settings: dict, limits: Li
             outputs += ["-map", f"{source}:a:0", "-ac", "1", "-f", "f32le", f"pipe:{write_fd}"]
         elif kind == "frames":
             s = settings[m]
-            outputs += ["-map", f"{source}:v:0", "-vf", f"fps={s['fps']},scale={s['size']}:{s['size']}:flags=area",
-                        "-f", "rawvideo", "-pix_fmt", "rgb24", f"pipe:{write_fd}"]
+            outputs += [
+                "-map",
+                f"{source}:v:0",
+                "-vf",
+                f"fps={s['fps']},scale={s['size']}:{s['size']}:flags=area",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                f"pipe:{write_fd}",
+            ]
         else:
             raise MediaError(f"modality {m!r}: kind {kind!r} cannot be extracted yet")
     data: dict[str, bytes] = {}
@@ -160,8 +172,13 @@ def decode_clip(row: Row, modalities: dict[str, str], settings: dict, limits: Li
         with os.fdopen(fd, "rb") as f:
             data[m] = f.read()
 
-    proc = subprocess.Popen(cmd + outputs, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes.values()])
+    proc = subprocess.Popen(
+        cmd + outputs,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=[w for _, w in pipes.values()],
+    )
     for _, w in pipes.values():
         os.close(w)
     readers = [threading.Thread(target=drain, args=(m, r)) for m, (r, _) in pipes.items()]
@@ -174,8 +191,18 @@ def decode_clip(row: Row, modalities: dict[str, str], settings: dict, limits: Li
     return _check(row, modalities, settings, limits, files, start, length, err, proc.returncode, data)
 
 
-def _check(row: Row, modalities: dict[str, str], settings: dict, limits: Limits, files: list[str], start: float,
-           length: float | None, err: str, returncode: int, data: dict[str, bytes]) -> dict[str, np.ndarray]:
+def _check(
+    row: Row,
+    modalities: dict[str, str],
+    settings: dict,
+    limits: Limits,
+    files: list[str],
+    start: float,
+    length: float | None,
+    err: str,
+    returncode: int,
+    data: dict[str, bytes],
+) -> dict[str, np.ndarray]:
     inputs, summary = read_inputs(err), read_summary(err)
     for i, f in enumerate(files):
         if i not in inputs or inputs[i].duration is None:
@@ -196,21 +223,27 @@ def _check(row: Row, modalities: dict[str, str], settings: dict, limits: Limits,
         stream = "video" if kind in ("frames", "flow") else "audio"
         decoded, errors, samples = summary.get((i, stream), (0, 0, None))
         if errors > limits.max_decode_errors:
-            raise MediaError(f"{files[i]}: {errors} {stream} decode errors (at most {limits.max_decode_errors} "
-                             f"allowed: params.yaml extract.max_decode_errors)")
+            raise MediaError(
+                f"{files[i]}: {errors} {stream} decode errors (at most {limits.max_decode_errors} "
+                f"allowed: params.yaml extract.max_decode_errors)"
+            )
         if kind == "audio":
             wave = np.frombuffer(data.get(m, b""), dtype="<f4").copy()
             expected = used * (info.sample_rate or 0)
             if wave.size == 0 or wave.size < limits.min_decoded_share * expected - 0.1 * (info.sample_rate or 0):
-                raise MediaError(f"{files[i]}: truncated or damaged audio: decoded {wave.size} samples, the container "
-                                 f"declares {used:.2f} s ({expected:.0f} samples at {info.sample_rate} Hz)")
+                raise MediaError(
+                    f"{files[i]}: truncated or damaged audio: decoded {wave.size} samples, the container "
+                    f"declares {used:.2f} s ({expected:.0f} samples at {info.sample_rate} Hz)"
+                )
             out[m], out[f"{m}:rate"] = wave, np.asarray(info.sample_rate)
         else:
             s = settings[m]
             expected = used * (info.fps or 0)
             if decoded == 0 or decoded < limits.min_decoded_share * expected - 1:
-                raise MediaError(f"{files[i]}: truncated or damaged video: decoded {decoded} frames, the container "
-                                 f"declares {used:.2f} s ({expected:.0f} frames at {info.fps} fps)")
+                raise MediaError(
+                    f"{files[i]}: truncated or damaged video: decoded {decoded} frames, the container "
+                    f"declares {used:.2f} s ({expected:.0f} frames at {info.fps} fps)"
+                )
             raw = np.frombuffer(data.get(m, b""), dtype=np.uint8)
             n = raw.size // (s["size"] * s["size"] * 3)
             if n == 0:
@@ -236,8 +269,14 @@ def features(decoded: dict[str, np.ndarray], modalities: dict[str, str], setting
     return out
 
 
-def extract_shard(rows: list[Row], modalities: dict[str, str], settings: dict, out_npy: str | Path,
-                  limits: Limits = Limits(), log=print) -> list[dict]:
+def extract_shard(
+    rows: list[Row],
+    modalities: dict[str, str],
+    settings: dict,
+    out_npy: str | Path,
+    limits: Limits = Limits(),
+    log=print,
+) -> list[dict]:
     """Decode every clip of a shard into out_npy (records) and out_npy's .tsv (status of every clip)."""
     from bml.data.pack import RecordWriter, record_dtype
 
@@ -252,13 +291,27 @@ def extract_shard(rows: list[Row], modalities: dict[str, str], settings: dict, o
                 t1 = time.perf_counter()
                 writer.append(row.clip_id, row.label, features(decoded, modalities, settings))
                 t2 = time.perf_counter()
-                statuses.append({"clip_id": row.clip_id, "status": "ok", "reason": "",
-                                 "decode_s": f"{t1 - t0:.4f}", "features_s": f"{t2 - t1:.4f}"})
+                statuses.append(
+                    {
+                        "clip_id": row.clip_id,
+                        "status": "ok",
+                        "reason": "",
+                        "decode_s": f"{t1 - t0:.4f}",
+                        "features_s": f"{t2 - t1:.4f}",
+                    }
+                )
             except (MediaError, ValueError, OSError) as err:
                 reason = " ".join(str(err).split())
                 log(f"skipped {row.clip_id}: {reason}")
-                statuses.append({"clip_id": row.clip_id, "status": "skipped", "reason": reason,
-                                 "decode_s": f"{time.perf_counter() - t0:.4f}", "features_s": ""})
+                statuses.append(
+                    {
+                        "clip_id": row.clip_id,
+                        "status": "skipped",
+                        "reason": reason,
+                        "decode_s": f"{time.perf_counter() - t0:.4f}",
+                        "features_s": "",
+                    }
+                )
     tsv = out_npy.with_suffix(".tsv")
     tmp = tsv.with_name(f".{tsv.name}.tmp")
     with tmp.open("w", newline="") as f:

@@ -30,20 +30,25 @@ FRAME_KINDS = ("frames", "flow")
 class PackedSplit(Dataset):
     """One packed split; `split[indices]` is a batch: {"inputs": {modality: tensor}, "label", "index"}."""
 
-    def __init__(self, packed_dir: str | Path, split: str, modalities: dict[str, str], n_frames: int, train: bool,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, packed_dir: str | Path, split: str, modalities: dict[str, str], n_frames: int, train: bool, seed: int = 0
+    ) -> None:
         self.records, self.meta = open_split(packed_dir, split)
         self.path = Path(packed_dir) / f"{split}.npy"
         self.modalities = {m: k for m, k in modalities.items() if m in self.records.dtype.names}
         missing = sorted(set(modalities) - set(self.modalities))
         if missing:
-            raise ValueError(f"{self.path}: no field for modalities {missing}; it holds "
-                             f"{[n for n in self.records.dtype.names if n not in ('clip_id', 'label')]}")
+            raise ValueError(
+                f"{self.path}: no field for modalities {missing}; it holds "
+                f"{[n for n in self.records.dtype.names if n not in ('clip_id', 'label')]}"
+            )
         self.stored = {m: self.records.dtype[m].shape[0] for m, k in self.modalities.items() if k in FRAME_KINDS}
         for m, stored in self.stored.items():
             if n_frames > stored:
-                raise ValueError(f"{self.path}: {n_frames} frames asked per sample but only {stored} are packed per "
-                                 f"clip for {m!r}; lower train_frames/eval_frames or repack with more frames")
+                raise ValueError(
+                    f"{self.path}: {n_frames} frames asked per sample but only {stored} are packed per "
+                    f"clip for {m!r}; lower train_frames/eval_frames or repack with more frames"
+                )
         self.n_frames, self.train, self.seed, self.epoch = n_frames, train, seed, 0
         self.labels = np.asarray(self.records["label"], dtype=np.int64)
         self.n_classes = len(self.meta["classes"])
@@ -68,9 +73,14 @@ class PackedSplit(Dataset):
                 value = record[m]
                 inputs[m].append(value[self.frame_indices(i, len(value))] if kind in FRAME_KINDS else value)
         idx = np.asarray(indices, dtype=np.int64)
-        return {"inputs": {m: torch.from_numpy(np.stack(v).astype(np.float32 if self.modalities[m] == "audio"
-                                                                  else np.uint8)) for m, v in inputs.items()},
-                "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+        return {
+            "inputs": {
+                m: torch.from_numpy(np.stack(v).astype(np.float32 if self.modalities[m] == "audio" else np.uint8))
+                for m, v in inputs.items()
+            },
+            "label": torch.from_numpy(self.labels[idx]),
+            "index": torch.from_numpy(idx),
+        }
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -93,8 +103,14 @@ class Chosen(Dataset):
         return {**self.dataset[self.indices[positions].tolist()], "position": torch.as_tensor(positions)}
 
 
-def make_loader(dataset: PackedSplit, batch_size: int, epoch: int = 0, num_workers: int = 0,
-                pin_memory: bool = False, indices: np.ndarray | None = None) -> DataLoader:
+def make_loader(
+    dataset: PackedSplit,
+    batch_size: int,
+    epoch: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    indices: np.ndarray | None = None,
+) -> DataLoader:
     """Batches of one epoch: shuffled by (seed, epoch) for training, in file order for evaluation.
 
     `indices` (a method's choice of the epoch's samples, repeats allowed) replaces the whole split; it is
@@ -103,8 +119,14 @@ def make_loader(dataset: PackedSplit, batch_size: int, epoch: int = 0, num_worke
     dataset.set_epoch(epoch)
     source = dataset if indices is None else Chosen(dataset, indices)
     order = epoch_order(len(source), dataset.seed, epoch) if dataset.train else list(range(len(source)))
-    return DataLoader(source, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
+    return DataLoader(
+        source,
+        sampler=BatchSampler(order, batch_size, drop_last=False),
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
 
 
 def prepare_inputs(inputs: dict[str, torch.Tensor], modalities: dict[str, str], train_cfg: dict) -> dict:

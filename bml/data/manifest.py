@@ -48,8 +48,10 @@ def problems(rows: list[dict], classes: list[str], modalities: list[str], check_
         where = f"row {i} ({row.get('clip_id')!r})"
         cid = str(row.get("clip_id", ""))
         if not SAFE_ID.match(cid) or ".." in cid:
-            found.append(f"{where}: clip_id must be letters, digits, '_', '-' or '.', start with a letter or digit "
-                         f"and hold no '..' (it names files)")
+            found.append(
+                f"{where}: clip_id must be letters, digits, '_', '-' or '.', start with a letter or digit "
+                f"and hold no '..' (it names files)"
+            )
         if len(cid) > MAX_ID:
             found.append(f"{where}: clip_id has {len(cid)} characters; at most {MAX_ID} fit the packed format")
         if cid in seen:
@@ -84,22 +86,40 @@ def problems(rows: list[dict], classes: list[str], modalities: list[str], check_
     return found
 
 
-def write_manifest(out_dir: str | Path, dataset: str, rows: list[dict], classes: list[str], modalities: dict[str, str],
-                   skipped: list[dict] | None = None) -> Path:
+def write_manifest(
+    out_dir: str | Path,
+    dataset: str,
+    rows: list[dict],
+    classes: list[str],
+    modalities: dict[str, str],
+    skipped: list[dict] | None = None,
+) -> Path:
     """Check and write manifest.csv, manifest.json and listing_skipped.tsv; ManifestError lists every problem."""
     out_dir = Path(out_dir)
     found = problems(rows, classes, list(modalities))
     if found:
         shown = found[:50] + ([f"... and {len(found) - 50} more"] if len(found) > 50 else [])
-        raise ManifestError(f"{out_dir / 'manifest.csv'}: {len(found)} problem(s) in the manifest of {dataset!r}:\n"
-                            + "\n".join(f"  - {p}" for p in shown))
+        raise ManifestError(
+            f"{out_dir / 'manifest.csv'}: {len(found)} problem(s) in the manifest of {dataset!r}:\n"
+            + "\n".join(f"  - {p}" for p in shown)
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     fields = ["clip_id", "label", "split", "start", "end"] + [f"path_{m}" for m in modalities]
     rows = sorted(rows, key=lambda r: r["clip_id"])
     _write_tsv(out_dir / "listing_skipped.tsv", SKIPPED_FIELDS, skipped or [], delimiter="\t")
-    (out_dir / "manifest.json").write_text(json.dumps(
-        {"dataset": dataset, "classes": classes, "modalities": modalities, "n_clips": len(rows),
-         "n_listing_skipped": len(skipped or [])}, indent=2) + "\n")
+    (out_dir / "manifest.json").write_text(
+        json.dumps(
+            {
+                "dataset": dataset,
+                "classes": classes,
+                "modalities": modalities,
+                "n_clips": len(rows),
+                "n_listing_skipped": len(skipped or []),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     _write_tsv(out_dir / "manifest.csv", fields, [{k: r.get(k, "") for k in fields} for r in rows], delimiter=",")
     return out_dir / "manifest.csv"  # written last: its presence means the manifest is complete
 
@@ -120,8 +140,17 @@ def read_manifest(path: str | Path) -> tuple[list[Row], dict]:
         raise FileNotFoundError(f"{path}: manifest not found; run the manifest stage first (bml manifest)")
     meta = json.loads(path.with_suffix(".json").read_text())
     with path.open(newline="") as f:
-        rows = [Row(r["clip_id"], int(r["label"]), r["split"], {m: r[f"path_{m}"] for m in meta["modalities"]},
-                    float(r["start"] or 0.0), float(r["end"]) if r["end"] else None) for r in csv.DictReader(f)]
+        rows = [
+            Row(
+                r["clip_id"],
+                int(r["label"]),
+                r["split"],
+                {m: r[f"path_{m}"] for m in meta["modalities"]},
+                float(r["start"] or 0.0),
+                float(r["end"]) if r["end"] else None,
+            )
+            for r in csv.DictReader(f)
+        ]
     return rows, meta
 
 

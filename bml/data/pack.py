@@ -75,8 +75,9 @@ class RecordWriter:
         rec["clip_id"], rec["label"] = clip_id, label
         for name, value in values.items():
             if value.shape != rec[name].shape[1:]:
-                raise ValueError(f"clip {clip_id}: {name} has shape {value.shape}, the record holds "
-                                 f"{rec[name].shape[1:]}")
+                raise ValueError(
+                    f"clip {clip_id}: {name} has shape {value.shape}, the record holds {rec[name].shape[1:]}"
+                )
             rec[name] = value
         self.append_raw(rec)
 
@@ -112,8 +113,9 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def pack(manifest: str | Path, shards: list[str | Path], out_dir: str | Path, summary_path: str | Path,
-         log=print) -> dict:
+def pack(
+    manifest: str | Path, shards: list[str | Path], out_dir: str | Path, summary_path: str | Path, log=print
+) -> dict:
     """Join the shards into out_dir/<split>.npy + .json; write skipped.tsv and the summary."""
     rows, meta = read_manifest(manifest)
     out_dir = Path(out_dir)
@@ -130,14 +132,21 @@ def pack(manifest: str | Path, shards: list[str | Path], out_dir: str | Path, su
                 skipped.append({"clip_id": status["clip_id"], "stage": "extract", "reason": status["reason"]})
         where.update({cid: (k, i) for i, cid in enumerate(ids)})
     reported = {s["clip_id"] for s in skipped}
-    skipped += [{"clip_id": r.clip_id, "stage": "extract", "reason": "no shard holds it (was it extracted?)"}
-                for r in rows if r.clip_id not in where and r.clip_id not in reported]
+    skipped += [
+        {"clip_id": r.clip_id, "stage": "extract", "reason": "no shard holds it (was it extracted?)"}
+        for r in rows
+        if r.clip_id not in where and r.clip_id not in reported
+    ]
     if not where:
         raise PackedDataError(f"{manifest}: no clip could be extracted; see {out_dir / 'skipped.tsv'}")
     dtype = arrays[0].dtype
-    summary = {"n_clips": len(rows) + len([s for s in skipped if s["stage"] == "listing"]), "n_packed": len(where),
-               "n_skipped": len({s["clip_id"] for s in skipped}), "splits": {},
-               "skipped_by_stage": {st: sum(s["stage"] == st for s in skipped) for st in ("listing", "extract")}}
+    summary = {
+        "n_clips": len(rows) + len([s for s in skipped if s["stage"] == "listing"]),
+        "n_packed": len(where),
+        "n_skipped": len({s["clip_id"] for s in skipped}),
+        "splits": {},
+        "skipped_by_stage": {st: sum(s["stage"] == st for s in skipped) for st in ("listing", "extract")},
+    }
     for split in SPLITS:
         members = sorted(cid for cid in where if split_of[cid] == split)
         path = out_dir / f"{split}.npy"
@@ -145,8 +154,15 @@ def pack(manifest: str | Path, shards: list[str | Path], out_dir: str | Path, su
             for cid in members:
                 k, i = where[cid]
                 writer.append_raw(arrays[k][i : i + 1])
-        meta_out = {"split": split, "n": len(members), "classes": meta["classes"], "modalities": meta["modalities"],
-                    "dtype": str(dtype.descr), "size": path.stat().st_size, "sha256": file_sha256(path)}
+        meta_out = {
+            "split": split,
+            "n": len(members),
+            "classes": meta["classes"],
+            "modalities": meta["modalities"],
+            "dtype": str(dtype.descr),
+            "size": path.stat().st_size,
+            "sha256": file_sha256(path),
+        }
         path.with_suffix(".json").write_text(json.dumps(meta_out, indent=2) + "\n")
         summary["splits"][split] = len(members)
         log(f"pack: {split}: {len(members)} clips -> {path}")
@@ -162,19 +178,24 @@ def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
     path = Path(packed_dir) / f"{split}.npy"
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
-        raise PackedDataError(f"{path}: packed split not found; run the data stages first (make run, or "
-                              f"snakemake {path})")
+        raise PackedDataError(
+            f"{path}: packed split not found; run the data stages first (make run, or snakemake {path})"
+        )
     meta = json.loads(meta_path.read_text())
     stat = path.stat()
     if stat.st_size != meta["size"]:
-        raise PackedDataError(f"{path}: {stat.st_size} bytes, but {meta_path.name} records {meta['size']}: the file "
-                              f"is truncated or was replaced; rebuild it (delete {path.parent} and rerun the workflow)")
+        raise PackedDataError(
+            f"{path}: {stat.st_size} bytes, but {meta_path.name} records {meta['size']}: the file "
+            f"is truncated or was replaced; rebuild it (delete {path.parent} and rerun the workflow)"
+        )
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _VERIFIED:
         _VERIFIED[key] = file_sha256(path)
     if _VERIFIED[key] != meta["sha256"]:
-        raise PackedDataError(f"{path}: sha256 {_VERIFIED[key][:12]}... differs from {meta['sha256'][:12]}... recorded "
-                              f"in {meta_path.name}: the file was altered or damaged; rebuild it")
+        raise PackedDataError(
+            f"{path}: sha256 {_VERIFIED[key][:12]}... differs from {meta['sha256'][:12]}... recorded "
+            f"in {meta_path.name}: the file was altered or damaged; rebuild it"
+        )
     records = np.load(path, mmap_mode="r")
     if str(records.dtype.descr) != meta["dtype"]:
         raise PackedDataError(f"{path}: its record type does not match {meta_path.name}")

@@ -29,22 +29,34 @@ def build_manifest(dataset: Dataset, layout: Layout, workers: int = 1, log=print
     else:
         rows, classes, skipped = _list_release(dataset)
     path = write_manifest(out, dataset.name, rows, classes, dataset.modalities, skipped)
-    log(f"{dataset.name}: {len(rows)} clips in {path}" + (f", {len(skipped)} left out (listed in "
-                                                          f"{out / 'listing_skipped.tsv'})" if skipped else ""))
+    log(
+        f"{dataset.name}: {len(rows)} clips in {path}"
+        + (f", {len(skipped)} left out (listed in {out / 'listing_skipped.tsv'})" if skipped else "")
+    )
     return path
 
 
 def _generate(dataset: Dataset, raw: Path, workers: int, log) -> tuple[list[dict], list[str], list[dict]]:
     source = dataset.source
     if source.get("generator") not in GENERATORS:
-        raise ConfigError(f"dataset {dataset.name!r}: unknown generator {source.get('generator')!r}; "
-                          f"choose one of {list(GENERATORS)}")
+        raise ConfigError(
+            f"dataset {dataset.name!r}: unknown generator {source.get('generator')!r}; choose one of {list(GENERATORS)}"
+        )
     from bml.data.avdigits import generate, read_generated
 
     settings = generator_settings(source, f"params/datasets/{dataset.name}.yaml: source")
     generate(raw, n_clips=source["n_clips"], seed=source["seed"], settings=settings, workers=workers, log=log)
-    rows = [{"clip_id": r["clip_id"], "label": r["label"], "split": r["split"], "start": 0.0, "end": "",
-             **{f"path_{m}": r["path"] for m in dataset.modalities}} for r in read_generated(raw)]
+    rows = [
+        {
+            "clip_id": r["clip_id"],
+            "label": r["label"],
+            "split": r["split"],
+            "start": 0.0,
+            "end": "",
+            **{f"path_{m}": r["path"] for m in dataset.modalities},
+        }
+        for r in read_generated(raw)
+    ]
     return rows, [str(d) for d in range(10)], []
 
 
@@ -52,8 +64,16 @@ def _list_release(dataset: Dataset) -> tuple[list[dict], list[str], list[dict]]:
     from bml.data.adapters import list_release
 
     listing = list_release(dataset.source["adapter"], dataset.source["root"], dataset.source)
-    rows = [{"clip_id": c.clip_id, "label": c.label, "split": c.split, "start": c.start,
-             "end": "" if c.end is None else c.end, **{f"path_{m}": str(p) for m, p in c.paths.items()}}
-            for c in listing.clips]
+    rows = [
+        {
+            "clip_id": c.clip_id,
+            "label": c.label,
+            "split": c.split,
+            "start": c.start,
+            "end": "" if c.end is None else c.end,
+            **{f"path_{m}": str(p) for m, p in c.paths.items()},
+        }
+        for c in listing.clips
+    ]
     skipped = [{"clip_id": s.clip_id, "stage": "listing", "reason": s.reason} for s in listing.skipped]
     return rows, listing.classes, skipped

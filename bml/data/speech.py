@@ -51,7 +51,16 @@ VOICES: tuple[str, ...] = (
 )
 
 DIGIT_WORDS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 
 RATE_RANGE = (80, 450)  # words per minute that espeak-ng accepts
@@ -194,17 +203,21 @@ def _fresh_library(lib_path: str) -> Iterator[ctypes.CDLL]:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         yield lib
     finally:
         _dlclose(lib._handle)
 
 
-def _speak_with_library(
-    backend: _Backend, text: str, voice: str, rate: int, pitch: int
-) -> tuple[np.ndarray, int]:
+def _speak_with_library(backend: _Backend, text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
     # espeak-ng silently ignores an unknown variant ("en+nosuch" speaks as "en"), so check it here.
     variant = voice.partition("+")[2]
     variant_file = Path(backend.data_path) / "voices" / "!v" / variant
@@ -231,9 +244,7 @@ def _speak_with_library(
             lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
             lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
             encoded = text.encode("utf-8") + b"\0"
-            status = lib.espeak_Synth(
-                encoded, len(encoded), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
-            )
+            status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
             if status != _EE_OK:
                 raise RuntimeError(f"espeak_Synth failed with status {status}")
             lib.espeak_Synchronize()
@@ -260,14 +271,15 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
         raise RuntimeError("espeak-ng did not write a WAV file")
     pos, sample_rate = 12, None
     while pos + 8 <= len(data):
-        chunk_id, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        body = data[pos + 8:pos + 8 + size]
+        chunk_id, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + size]
         if chunk_id == b"fmt ":
             fmt, channels = int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little")
             bits = int.from_bytes(body[14:16], "little")
             if (fmt, channels, bits) != (1, 1, 16):
-                raise RuntimeError(f"expected mono 16-bit PCM from espeak-ng, got format {fmt}, "
-                                   f"{channels} channels, {bits} bits")
+                raise RuntimeError(
+                    f"expected mono 16-bit PCM from espeak-ng, got format {fmt}, {channels} channels, {bits} bits"
+                )
             sample_rate = int.from_bytes(body[4:8], "little")
         elif chunk_id == b"data":
             if sample_rate is None:

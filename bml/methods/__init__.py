@@ -28,21 +28,40 @@ class MethodSpec:
     modality: str | None = None  # uni-modal baselines: the one modality they see
 
 
-METHODS = {spec.name: spec for spec in (
-    MethodSpec("joint", "Joint (baseline)", "bml.methods.baselines", "Joint", "joint training, multimodal CE"),
-    MethodSpec("ensemble", "Uni-modal ensemble", "bml.methods.baselines", "UnimodalEnsemble",
-               "UME (Du et al., ICML 2023)", fusions="none", trains=False, requires="unimodal"),
-    MethodSpec("ogm", "OGM", "bml.methods.ogm", "OGM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
-    MethodSpec("ogm_ge", "OGM-GE", "bml.methods.ogm", "OGMGE", "Peng et al., CVPR 2022", fusions="split",
-               n_modalities=2),
-    MethodSpec("opm", "OPM", "bml.methods.opm", "OPM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
-    MethodSpec("mmpareto", "MMPareto", "bml.methods.mmpareto", "MMPareto", "Wei & Hu, ICML 2024"),
-    MethodSpec("relearning", "Re-learning", "bml.methods.relearning", "Relearning", "Wei, Li & Hu, ECCV 2024"),
-)}
+METHODS = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("joint", "Joint (baseline)", "bml.methods.baselines", "Joint", "joint training, multimodal CE"),
+        MethodSpec(
+            "ensemble",
+            "Uni-modal ensemble",
+            "bml.methods.baselines",
+            "UnimodalEnsemble",
+            "UME (Du et al., ICML 2023)",
+            fusions="none",
+            trains=False,
+            requires="unimodal",
+        ),
+        MethodSpec("ogm", "OGM", "bml.methods.ogm", "OGM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
+        MethodSpec(
+            "ogm_ge", "OGM-GE", "bml.methods.ogm", "OGMGE", "Peng et al., CVPR 2022", fusions="split", n_modalities=2
+        ),
+        MethodSpec("opm", "OPM", "bml.methods.opm", "OPM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
+        MethodSpec("mmpareto", "MMPareto", "bml.methods.mmpareto", "MMPareto", "Wei & Hu, ICML 2024"),
+        MethodSpec("relearning", "Re-learning", "bml.methods.relearning", "Relearning", "Wei, Li & Hu, ECCV 2024"),
+    )
+}
 UNIMODAL_SUFFIX = "_only"
 # Rows of published tables that bml does not run (yet): their display names only.
-PUBLISHED_TITLES = {"unimodal_1": "Uni-modal 1", "unimodal_2": "Uni-modal 2", "pmr": "PMR", "agm": "AGM", "mla": "MLA",
-                    "greedy": "Greedy", "modality_valuation": "Modality valuation"}
+PUBLISHED_TITLES = {
+    "unimodal_1": "Uni-modal 1",
+    "unimodal_2": "Uni-modal 2",
+    "pmr": "PMR",
+    "agm": "AGM",
+    "mla": "MLA",
+    "greedy": "Greedy",
+    "modality_valuation": "Modality valuation",
+}
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -51,8 +70,16 @@ def method_spec(name: str) -> MethodSpec:
         return METHODS[name]
     if name.endswith(UNIMODAL_SUFFIX) and len(name) > len(UNIMODAL_SUFFIX):
         modality = name[: -len(UNIMODAL_SUFFIX)]
-        return MethodSpec(name, f"{modality.capitalize()} only", "bml.methods.baselines", "Unimodal",
-                          f"the {modality} encoder trained alone", fusions="none", n_modalities=1, modality=modality)
+        return MethodSpec(
+            name,
+            f"{modality.capitalize()} only",
+            "bml.methods.baselines",
+            "Unimodal",
+            f"the {modality} encoder trained alone",
+            fusions="none",
+            n_modalities=1,
+            modality=modality,
+        )
     raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)} or <modality>{UNIMODAL_SUFFIX}")
 
 

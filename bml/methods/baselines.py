@@ -34,12 +34,17 @@ class UnimodalEnsemble(Method):
         for name, folder in self.run.required.items():
             path = folder / "best.pt"
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: the ensemble needs the trained {name} run of seed {self.run.seed}; "
-                                        f"train it first (it is in the same matrix block)")
+                raise FileNotFoundError(
+                    f"{path}: the ensemble needs the trained {name} run of seed {self.run.seed}; "
+                    f"train it first (it is in the same matrix block)"
+                )
             saved = torch.load(path, map_location="cpu", weights_only=False)
             modality = name.removesuffix("_only")
-            member = build_model(ModelSpec(saved["config"]["train"]["encoder"], "none", spec.n_classes,
-                                           {modality: spec.modalities[modality]}))
+            member = build_model(
+                ModelSpec(
+                    saved["config"]["train"]["encoder"], "none", spec.n_classes, {modality: spec.modalities[modality]}
+                )
+            )
             member.load_state_dict(saved["model"])
             members.append(member)
         return LateEnsemble(members)

@@ -72,16 +72,20 @@ class MMPareto(Method):
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch.labels
-        return {"mm": F.cross_entropy(out.logits, y),
-                **{m: F.cross_entropy(model.heads[m](out.features[m]), y) for m in model.modalities}}
+        return {
+            "mm": F.cross_entropy(out.logits, y),
+            **{m: F.cross_entropy(model.heads[m](out.features[m]), y) for m in model.modalities},
+        }
 
     def backward(self, model: nn.Module, losses: dict[str, torch.Tensor], ctx: StepContext) -> None:
         gamma = self.params["gamma"]
         enc_params = {m: [p for p in enc.parameters() if p.requires_grad] for m, enc in model.encoders.items()}
         # L_mm reaches every encoder and the fusion head: keep its encoder gradients apart
         ctx.backward(losses["mm"], retain_graph=True)
-        g_mm = {m: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in ps]
-                for m, ps in enc_params.items()}
+        g_mm = {
+            m: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in ps]
+            for m, ps in enc_params.items()
+        }
         for ps in enc_params.values():
             for p in ps:
                 p.grad = None

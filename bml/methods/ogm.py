@@ -28,8 +28,9 @@ from bml.methods.base import Batch, Method, StepContext, two_modalities
 from bml.models.model import Output
 
 
-def modulation_coefficients(logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, alpha: float,
-                            form: str = "code") -> tuple[float, float]:
+def modulation_coefficients(
+    logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, alpha: float, form: str = "code"
+) -> tuple[float, float]:
     """(k_a, k_v) for one batch; the non-dominant modality (and both, on a tie) keeps 1.0."""
     if form not in ("code", "paper"):
         raise ValueError(f"form must be 'code' or 'paper', got {form!r}")

@@ -30,8 +30,9 @@ def _score(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return F.softmax(logits.detach().float(), dim=1).gather(1, labels[:, None]).sum().item()
 
 
-def drop_probabilities(logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, q_base: float,
-                       lam: float) -> tuple[float, float]:
+def drop_probabilities(
+    logits_a: torch.Tensor, logits_v: torch.Tensor, labels: torch.Tensor, q_base: float, lam: float
+) -> tuple[float, float]:
     """(q_a, q_v): the dominant modality's drop probability, 0.0 for the other (and for both on a tie)."""
     s_a, s_v = _score(logits_a, labels), _score(logits_v, labels)
 
@@ -42,9 +43,9 @@ def drop_probabilities(logits_a: torch.Tensor, logits_v: torch.Tensor, labels: t
     return q(s_a, s_v), q(s_v, s_a)
 
 
-def drop_features(f_a: torch.Tensor, f_v: torch.Tensor, q_a: float, q_v: float,
-                  generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def drop_features(
+    f_a: torch.Tensor, f_v: torch.Tensor, q_a: float, q_v: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample Bernoulli(1 - q_m) masks on each feature, every feature rescaled by 1 / (1 - theta).
 
     Returns the masked, rescaled features of the whole batch and the two keep masks (B,); the caller
@@ -56,8 +57,7 @@ def drop_features(f_a: torch.Tensor, f_v: torch.Tensor, q_a: float, q_v: float,
     d_a, d_v = f_a.shape[1], f_v.shape[1]
     theta = (d_a * q_a + d_v * q_v) / (d_a + d_v)
     scale = 1.0 / (1.0 - theta) if theta < 1.0 else 1.0
-    return (f_a * keep_a[:, None].to(f_a.dtype) * scale, f_v * keep_v[:, None].to(f_v.dtype) * scale,
-            keep_a, keep_v)
+    return (f_a * keep_a[:, None].to(f_a.dtype) * scale, f_v * keep_v[:, None].to(f_v.dtype) * scale, keep_a, keep_v)
 
 
 class OPM(Method):

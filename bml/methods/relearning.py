@@ -75,8 +75,9 @@ class Relearning(Method):
     def build_model(self, spec: ModelSpec) -> nn.Module:
         model = super().build_model(spec)
         # the model's own initial state; kept in state_dict so a resumed run blends towards the same one
-        self.initial = {m: {n: p.detach().clone().cpu() for n, p in enc.named_parameters()}
-                        for m, enc in model.encoders.items()}
+        self.initial = {
+            m: {n: p.detach().clone().cpu() for n, p in enc.named_parameters()} for m, enc in model.encoders.items()
+        }
         p = self.params
         self.schedule = relearn_epochs(p["every"], p["times"], p["reference_epochs"], self.run.epochs)
         return model
@@ -93,8 +94,7 @@ class Relearning(Method):
             pick = np.sort(rng.choice(n_train, n_held, replace=False))
         seed, n_init = self.params["kmeans_seed"], self.params["kmeans_n_init"]
         for m, encoder in ctx.model.encoders.items():
-            p_train = cluster_purity(train["features"][m][pick], train["label"][pick], self.run.n_classes, seed,
-                                     n_init)
+            p_train = cluster_purity(train["features"][m][pick], train["label"][pick], self.run.n_classes, seed, n_init)
             p_held = cluster_purity(heldout["features"][m], heldout["label"], self.run.n_classes, seed, n_init)
             w = relearn_weight(p_train, p_held, self.params["lam"])
             blend_towards(encoder, self.initial[m], w)

@@ -111,8 +111,9 @@ class SmallAudioCNN(nn.Module):
 class SmallVisualCNN(nn.Module):
     """A per-frame 2-D CNN on frames pooled to frame_size x frame_size, averaged over frames to (B, out_dim)."""
 
-    def __init__(self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64), frame_size: int = 32,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, out_dim: int = 128, widths: tuple[int, ...] = (8, 16, 32, 64), frame_size: int = 32, in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.out_dim = out_dim
         self.frame_size = frame_size

@@ -19,8 +19,10 @@ from bml.catalog import FUSIONS as FUSION_SPECS
 
 def _no_split(name: str) -> NotImplementedError:
     able = sorted(k for k, spec in FUSION_SPECS.items() if spec.splits_logits)
-    return NotImplementedError(f"{name} fusion has no per-modality logits; methods that need them (OGM, OPM, ...) "
-                               f"work only with the fusions {able}")
+    return NotImplementedError(
+        f"{name} fusion has no per-modality logits; methods that need them (OGM, OPM, ...) "
+        f"work only with the fusions {able}"
+    )
 
 
 def _two(name: str, dims: dict[str, int]) -> tuple[str, str]:
@@ -106,8 +108,7 @@ class GatedFusion(nn.Module):
         raise _no_split("gated")
 
 
-HEADS: dict[str, type[nn.Module]] = {"concat": ConcatFusion, "sum": SumFusion, "film": FiLMFusion,
-                                     "gated": GatedFusion}
+HEADS: dict[str, type[nn.Module]] = {"concat": ConcatFusion, "sum": SumFusion, "film": FiLMFusion, "gated": GatedFusion}
 
 
 def build_fusion(name: str, dims: dict[str, int], n_classes: int, **kw) -> nn.Module:

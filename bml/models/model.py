@@ -37,15 +37,17 @@ class ModelSpec:
 class MultimodalModel(nn.Module):
     """An encoder per modality, a fusion head, and (when asked) a linear head per encoder."""
 
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, n_classes: int,
-                 unimodal_heads: bool = False) -> None:
+    def __init__(
+        self, encoders: dict[str, nn.Module], fusion: nn.Module, n_classes: int, unimodal_heads: bool = False
+    ) -> None:
         super().__init__()
         self.n_classes = n_classes
         self.modalities = tuple(encoders)
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
-        self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, n_classes) for m, e in encoders.items()}
-                                   if unimodal_heads else {})
+        self.heads = nn.ModuleDict(
+            {m: nn.Linear(e.out_dim, n_classes) for m, e in encoders.items()} if unimodal_heads else {}
+        )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> Output:
         features = {m: enc(inputs[m]) for m, enc in self.encoders.items()}  # (B, D_m) each
@@ -66,7 +68,7 @@ class UnimodalModel(nn.Module):
         self.head = nn.Linear(encoder.out_dim, n_classes)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> Output:
-        (m, encoder), = self.encoders.items()
+        ((m, encoder),) = self.encoders.items()
         f = encoder(inputs[m])  # (B, D)
         logits = self.head(f)  # (B, C)
         return Output(logits, {m: f}, {m: logits})
@@ -83,8 +85,11 @@ class LateEnsemble(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> Output:
         outs = [member(inputs) for member in self.members]
-        return Output(sum(o.logits for o in outs), {k: v for o in outs for k, v in o.features.items()},
-                      {k: v for o in outs for k, v in o.unimodal.items()})
+        return Output(
+            sum(o.logits for o in outs),
+            {k: v for o in outs for k, v in o.features.items()},
+            {k: v for o in outs for k, v in o.unimodal.items()},
+        )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -93,7 +98,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.fusion == "none":
         if len(encoders) != 1:
             raise ValueError(f"fusion 'none' is for one modality; got {list(encoders)}")
-        (m, encoder), = encoders.items()
+        ((m, encoder),) = encoders.items()
         return UnimodalModel(m, encoder, spec.n_classes)
     fusion = build_fusion(spec.fusion, {m: e.out_dim for m, e in encoders.items()}, spec.n_classes)
     return MultimodalModel(encoders, fusion, spec.n_classes, spec.unimodal_heads)
