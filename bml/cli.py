@@ -193,8 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # the params/ of the project the command runs in (DVC and users run from its root), else the package's own
+    here = Path("params")
+    default_params = str(here if (here / "params.yaml").is_file() else PARAMS_DIR)
+
     def planned(p: argparse.ArgumentParser, expect: bool = True) -> argparse.ArgumentParser:
-        p.add_argument("--params-dir", default=str(PARAMS_DIR), help="the params/ folder (default: the project's)")
+        p.add_argument(
+            "--params-dir",
+            default=default_params,
+            help="the params/ folder (default: ./params if there is one, else the installed project's)",
+        )
         p.add_argument(
             "--overrides",
             default=None,

@@ -175,5 +175,5 @@ def test_listing_is_deterministic(tree, listing):
 def test_params_draft_is_the_adapters_defaults(tree, listing):
     source = yaml.safe_load((REPO / "params" / "datasets" / "ave.yaml").read_text())["source"]
     assert source["adapter"] == "ave" and source["root"] is None
-    assert {k: v for k, v in source.items() if k not in ("adapter", "root")} == DEFAULTS
+    assert {k: v for k, v in source.items() if k not in ("adapter", "root", "kind")} == DEFAULTS
     assert list_release("ave", tree, source) == listing

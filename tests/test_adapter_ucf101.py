@@ -189,5 +189,5 @@ def test_bad_settings_are_refused(tree, settings):
 def test_params_draft_is_the_adapters_defaults(tree, listing):
     source = yaml.safe_load((REPO / "params" / "datasets" / "ucf101.yaml").read_text())["source"]
     assert source["adapter"] == "ucf101" and source["root"] is None
-    assert {k: v for k, v in source.items() if k not in ("adapter", "root")} == DEFAULTS
+    assert {k: v for k, v in source.items() if k not in ("adapter", "root", "kind")} == DEFAULTS
     assert list_release("ucf101", tree, source) == listing

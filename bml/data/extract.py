@@ -327,3 +327,20 @@ def shard_rows(rows: list[Row], shard: int, n_shards: int) -> list[Row]:
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
     return rows[shard::n_shards]
+
+
+def probe(path: str | Path) -> InputInfo:
+    """What streams a media file holds and how long it is (ffmpeg's description of it; no ffprobe is shipped);
+    MediaError when ffmpeg cannot read it."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise MediaError(f"{path}: file not found")
+    # Given an input and no output, ffmpeg describes the input on stderr and exits 1: that is expected.
+    text = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path],
+        capture_output=True,
+    ).stderr.decode(errors="replace")
+    found = read_inputs(text)
+    if 0 not in found or found[0].duration is None:
+        raise MediaError(_why_unreadable(path, text))
+    return found[0]

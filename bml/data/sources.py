@@ -63,7 +63,11 @@ def _generate(dataset: Dataset, raw: Path, workers: int, log) -> tuple[list[dict
 def _list_release(dataset: Dataset) -> tuple[list[dict], list[str], list[dict]]:
     from bml.data.adapters import list_release
 
-    listing = list_release(dataset.source["adapter"], dataset.source["root"], dataset.source)
+    settings = {k: v for k, v in dataset.source.items() if k != "kind"}
+    try:
+        listing = list_release(dataset.source["adapter"], dataset.source["root"], settings)
+    except ValueError as err:  # a wrong layout (LayoutError) or a bad setting: the adapter's message says which
+        raise ConfigError(f"dataset {dataset.name!r}: {err}") from None
     rows = [
         {
             "clip_id": c.clip_id,
