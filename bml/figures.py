@@ -1,15 +1,19 @@
 """Figures of one dataset x protocol, built from finished runs (bml/results.py), as PNG and PDF.
 
-Four figures show what the result tables cannot: how validation accuracy evolves during training
-(validation_curves), what each balancing method did to the two modalities epoch by epoch
-(modulation_curves: OGM's coefficients, OPM's drop probabilities, MMPareto's conflict share, Re-learning's
-weights), how much each modality's encoder learned on its own (probe_accuracy: linear probes on frozen
-features, against the visual-only model as the uni-modal ceiling), and how the model degrades when one
-modality is zeroed or replaced by noise (robustness).
+Five figures show what the result tables cannot: how validation accuracy evolves during training
+(validation_curves), what each balancing method did to each modality epoch by epoch (modulation_curves:
+OGM's coefficients, OPM's drop probabilities, MMPareto's conflict share, Re-learning's weights), how much each
+modality's encoder learned on its own (probe_accuracy: linear probes on frozen features, against each
+modality's uni-modal model as its ceiling), how the model degrades when one modality is zeroed or replaced
+by noise (robustness), and each modality's Shapley share of the correct predictions (shapley_shares).
 
+Modalities are whatever the runs report (bml.tables.modalities_of), each with one colour in every figure:
+audio red, visual blue (as before the redesign), others from the rest of matplotlib's tab10 palette.
 Every figure aggregates seeds the same way: the mean, with a 95% t confidence interval of the mean
 (bml.stats.summarize "ci_t") as a band or error bars; with fewer than 2 seeds only the mean is drawn.
 Test metrics are read from the checkpoint chosen on validation ("best") unless asked otherwise.
+Every figure is always written (a note in an empty panel where the runs logged nothing for it), so a
+report's file names depend only on its datasets, protocols and fusions.
 """
 
 from __future__ import annotations
@@ -25,70 +29,79 @@ matplotlib.use("Agg")  # files only, never a window: figures are built on headle
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bml.methods import UNIMODAL_SUFFIX  # noqa: E402
 from bml.results import Run, cell_label  # noqa: E402
 from bml.stats import summarize  # noqa: E402
+from bml.tables import method_order, modalities_of  # noqa: E402
 
-HEAD_METHODS = ("audio_only", "visual_only", "ensemble", "joint")  # drawn first, in this order
-
-# The history columns each method logs about what it did to the audio and the visual branch, and their name.
-MODULATION_COLUMNS = {
-    "ogm": ("coef_audio", "coef_visual", "modulation coefficient"),
-    "ogm_ge": ("coef_audio", "coef_visual", "modulation coefficient"),
-    "opm": ("drop_prob_audio", "drop_prob_visual", "drop probability"),
-    "mmpareto": ("conflict_audio", "conflict_visual", "conflict share"),
-    "relearning": ("relearn_weight_audio", "relearn_weight_visual", "re-learning weight"),
+# The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each
+# modality's branch (bml/methods/: ogm.py, opm.py, mmpareto.py, relearning.py), and what each quantity is.
+MODULATION_QUANTITIES = {
+    "coef": "modulation coefficient",
+    "drop_prob": "drop probability",
+    "conflict": "conflict share",
+    "relearn_weight": "re-learning weight",
 }
-SPARSE_METHODS = ("relearning",)  # columns present only on some epochs: markers, not lines
-AUDIO_COLOR, VISUAL_COLOR = "tab:red", "tab:blue"
+FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had
+PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+CLEAN_COLOR = "0.35"
 DPI = 150
+FIGURES = ("validation_curves", "modulation", "probes", "robustness", "shapley")  # file suffixes, in page order
 
-CAPTIONS = {
-    "validation_curves": "Validation accuracy (%) over training epochs for each trained method and fusion; "
-    "mean over seeds, band: 95% t confidence interval.",
-    "modulation": "What each balancing method did to the audio (red) and visual (blue) branch per epoch: OGM/OGM-GE "
-    "gradient coefficients, OPM drop probabilities, MMPareto share of steps with conflicting "
-    "gradients, Re-learning weights (markers: only the epochs it re-learned); mean over seeds, "
-    "band/bars: 95% t confidence interval.",
-    "probes": "Linear-probe accuracy (%) of the frozen audio and visual encoders on the test split, at the "
-    "checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: 95% t "
-    "confidence interval; dashed line: the visual-only model's visual probe (uni-modal ceiling).",
-    "robustness": "Test accuracy (%) with both modalities (clean) and with the audio or visual input zeroed or "
-    "replaced by noise, at the checkpoint chosen on validation; bars: mean over seeds (dots: single "
-    "seeds), error bars: 95% t confidence interval.",
-}
-PROBE_KEYS = {"probe_audio": "audio probe", "probe_visual": "visual probe"}
-ROBUSTNESS_KEYS = {
-    "acc": "clean",
-    "acc_zero_audio": "audio zeroed",
-    "acc_zero_visual": "visual zeroed",
-    "acc_noise_audio": "audio noise",
-    "acc_noise_visual": "visual noise",
-}
-ROBUSTNESS_COLORS = {
-    "acc": "0.35",
-    "acc_zero_audio": "tab:red",
-    "acc_zero_visual": "tab:blue",
-    "acc_noise_audio": "lightsalmon",
-    "acc_noise_visual": "lightskyblue",
-}
+
+def modality_colors(modalities: Sequence[str]) -> dict[str, str]:
+    """One colour per modality: audio red, visual blue, the others the rest of tab10 in order."""
+    others = [m for m in modalities if m not in FIXED_COLORS]
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(others)}
+    return {m: FIXED_COLORS.get(m) or colors[m] for m in modalities}
+
+
+def lighter(color: str, amount: float = 0.5) -> tuple[float, float, float]:
+    """`color` mixed with white: the noised bar beside the zeroed one of the same modality."""
+    return tuple(c + (1.0 - c) * amount for c in to_rgb(color))
+
+
+def _color_words(modalities: Sequence[str]) -> str:
+    colors = modality_colors(modalities)
+    return ", ".join(f"{m} ({colors[m].removeprefix('tab:')})" for m in modalities)
+
+
+def captions(modalities: Sequence[str]) -> dict[str, str]:
+    """One caption per figure, naming these modalities and their colours."""
+    colored = _color_words(modalities)
+    return {
+        "validation_curves": "Validation accuracy (%) over training epochs for each trained method and fusion; "
+        "mean over seeds, band: 95% t confidence interval.",
+        "modulation": f"What each balancing method did to each modality's branch per epoch, {colored}: "
+        "OGM/OGM-GE gradient coefficients, OPM drop probabilities, MMPareto share of steps with conflicting "
+        "gradients, Re-learning weights (markers: a column logged only on some epochs); mean over seeds, "
+        "band/bars: 95% t confidence interval.",
+        "probes": f"Linear-probe accuracy (%) of each frozen encoder ({colored}) on the test "
+        "split, at the checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: "
+        "95% t confidence interval; dashed lines: each modality's probe in its own uni-modal model "
+        "(<modality>_only, the uni-modal ceiling).",
+        "robustness": f"Test accuracy (%) with every modality (clean, grey) and with one modality zeroed ({colored}) "
+        "or replaced by noise (the same colour, lighter), at the checkpoint chosen on validation; bars: mean over "
+        "seeds (dots: single seeds), error bars: 95% t confidence interval.",
+        "shapley": f"Shapley share of each modality ({colored}) in the correct test predictions "
+        "(v(S) = |S| if the model is right with the other modalities zeroed, else 0; Wei et al., CVPR 2024), at "
+        "the checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: 95% t "
+        "confidence interval.",
+    }
 
 
 # ---- grouping and statistics ------------------------------------------------------------------------
 
 
 def cells_in_order(runs: Sequence[Run]) -> list[tuple[str, str]]:
-    """(method, fusion) pairs: uni-modal runs, then the baseline, then the balancing methods alphabetically."""
+    """(method, fusion) pairs in the tables' row order: uni-modal runs, the baseline, the balancing methods."""
     pairs = {(r.method, r.fusion) for r in runs}
-
-    def rank(pair: tuple[str, str]) -> tuple:
-        method, fusion = pair
-        head = HEAD_METHODS.index(method) if method in HEAD_METHODS else len(HEAD_METHODS)
-        return head, method, fusion
-
-    return sorted(pairs, key=rank)
+    order = method_order({m for m, _ in pairs}, modalities_of(list(runs)))
+    return sorted(pairs, key=lambda pair: (order.index(pair[0]), pair[1]))
 
 
 def runs_of(runs: Sequence[Run], method: str, fusion: str) -> list[Run]:
@@ -223,39 +236,59 @@ def validation_curves(runs: Sequence[Run], stem: str | Path) -> list[Path]:
     return save(fig, stem)
 
 
-def modulation_curves(runs: Sequence[Run], stem: str | Path) -> list[Path]:
-    """One panel per balancing cell: what the method did to each modality over training; [] when none logged it."""
+def empty_note(ax: Axes, text: str) -> None:
+    """An empty panel that says why, so that the figure's file exists for every dataset x protocol x fusion."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def modulation_series(runs: Sequence[Run], modalities: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(quantity prefix, [modalities with a <prefix>_<m> column]) for each quantity these runs logged."""
+    columns = {k for r in runs for row in r.history for k in row}
+    found = [(prefix, [m for m in modalities if f"{prefix}_{m}" in columns]) for prefix in MODULATION_QUANTITIES]
+    return [(prefix, ms) for prefix, ms in found if ms]
+
+
+def is_sparse(runs: Sequence[Run], key: str) -> bool:
+    """True when a run logged `key` on some epochs only (Re-learning's weights): markers, not a line."""
+    return any(any(key in row for row in r.history) and not all(key in row for row in r.history) for r in runs)
+
+
+def marker_shifts(n: int, spread: float = 0.24) -> list[float]:
+    """Sideways offsets (epochs) of n marker series at one epoch, so that they do not hide each other."""
+    return [(i - (n - 1) / 2) * spread for i in range(n)]
+
+
+def modulation_curves(runs: Sequence[Run], stem: str | Path, modalities: Sequence[str] | None = None) -> list[Path]:
+    """One panel per cell and logged quantity: what the method did to each modality over training."""
+    modalities = list(modalities or modalities_of(list(runs)))
+    colors = modality_colors(modalities)
     panels = []
     for method, fusion in cells_in_order(runs):
-        if method not in MODULATION_COLUMNS:
-            continue
-        audio_key, visual_key, quantity = MODULATION_COLUMNS[method]
         cell_runs = runs_of(runs, method, fusion)
-        series = [
-            (epoch_series(cell_runs, key), color, label)
-            for key, color, label in ((audio_key, AUDIO_COLOR, "audio"), (visual_key, VISUAL_COLOR, "visual"))
-        ]
-        if any(len(epochs) for (epochs, _), _, _ in series):
+        for prefix, logged in modulation_series(cell_runs, modalities):
             last_epoch = max(row.get("epoch", 0.0) for r in cell_runs for row in r.history)
-            panels.append((method, fusion, quantity, series, last_epoch))
-    if not panels:
-        return []
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
+            panels.append((method, fusion, prefix, logged, cell_runs, last_epoch))
+    ncols = max(1, min(3, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, (method, fusion, quantity, series, last_epoch) in zip(axes.flat, panels, strict=False):
-        sparse = method in SPARSE_METHODS
-        for ((epochs, values), color, label), shift in zip(series, (-0.12, 0.12), strict=True):
+    if not panels:
+        empty_note(axes[0, 0], "No run here logged a per-modality modulation\n(only balancing methods do).")
+    for ax, (method, fusion, prefix, logged, cell_runs, last_epoch) in zip(axes.flat, panels, strict=False):
+        keys = [f"{prefix}_{m}" for m in logged]
+        sparse = any(is_sparse(cell_runs, k) for k in keys)
+        for m, key, shift in zip(logged, keys, marker_shifts(len(keys)), strict=True):
+            epochs, values = epoch_series(cell_runs, key)
             if len(epochs):
-                draw_curve(ax, epochs, values, color, label, markers=sparse, shift=shift if sparse else 0.0)
+                draw_curve(ax, epochs, values, colors[m], m, markers=sparse, shift=shift if sparse else 0.0)
         ax.set_title(cell_label(method, fusion), fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_xlim(0.5, last_epoch + 0.5)  # the whole training, also where a sparse column has no marker
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(quantity)
+        ax.set_ylabel(MODULATION_QUANTITIES[prefix])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in axes.flat[len(panels) :]:
+    for ax in axes.flat[max(1, len(panels)) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return save(fig, stem)
@@ -272,41 +305,108 @@ def bar_groups(runs: Sequence[Run], keys, which: str) -> list[tuple[str, dict[st
     return groups
 
 
-def probe_accuracy(runs: Sequence[Run], stem: str | Path, which: str = "best") -> list[Path]:
-    """Linear probes of each encoder: a modality the fusion model under-trained probes below its uni-modal model."""
-    groups = bar_groups(runs, PROBE_KEYS, which)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(groups) + 2.5), 4.5))
-    draw_grouped_bars(ax, groups, PROBE_KEYS, {"probe_audio": AUDIO_COLOR, "probe_visual": VISUAL_COLOR})
-    ceiling = metric_values(runs_of(runs, "visual_only", "none"), "probe_visual", which)
-    if ceiling:
-        ax.axhline(
-            float(np.mean(ceiling)), color=VISUAL_COLOR, linestyle="--", linewidth=1, label="visual-only visual probe"
-        )
-    ax.set_ylabel(f"test probe accuracy (%), {which} checkpoint")
-    ax.set_ylim(0, 105)
+def _bar_figure(groups, keys: dict[str, str], colors: dict, ylabel: str, empty: str, per_group: float):
+    fig, ax = plt.subplots(figsize=(max(6.0, per_group * len(groups) + 2.5), 4.5))
     if groups:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        draw_grouped_bars(ax, groups, keys, colors)
+        ax.set_ylabel(ylabel)
+    else:
+        empty_note(ax, empty)
+    return fig, ax
+
+
+def _legend(ax: Axes, order: Sequence[str]) -> None:
+    """The legend beside the axes, its bar entries in `order` (the first group drawn may lack some), then lines."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        rank = {label: i for i, label in enumerate(order)}
+        pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: rank.get(hl[1], len(rank)))
+        ax.legend(*zip(*pairs, strict=True), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def probe_accuracy(
+    runs: Sequence[Run], stem: str | Path, which: str = "best", modalities: Sequence[str] | None = None
+) -> list[Path]:
+    """Linear probes of each encoder: a modality the fusion model under-trained probes below its uni-modal model."""
+    modalities = list(modalities or modalities_of(list(runs)))
+    colors = modality_colors(modalities)
+    keys = {f"probe_{m}": f"{m} probe" for m in modalities}
+    groups = bar_groups(runs, keys, which)
+    fig, ax = _bar_figure(
+        groups,
+        keys,
+        {f"probe_{m}": colors[m] for m in modalities},
+        f"test probe accuracy (%), {which} checkpoint",
+        "No run here has a linear-probe accuracy.",
+        0.3 * len(keys) + 0.2,
+    )
+    for m in modalities:
+        ceiling = metric_values(runs_of(runs, f"{m}{UNIMODAL_SUFFIX}", "none"), f"probe_{m}", which)
+        if ceiling:
+            label = f"{m}-only {m} probe"
+            ax.axhline(float(np.mean(ceiling)), color=colors[m], linestyle="--", linewidth=1, label=label)
+    if groups:
+        ax.set_ylim(0, 105)
+    _legend(ax, list(keys.values()))
     return save(fig, stem)
 
 
-def robustness(runs: Sequence[Run], stem: str | Path, which: str = "best") -> list[Path]:
+def robustness_keys(modalities: Sequence[str]) -> tuple[dict[str, str], dict[str, object]]:
+    """{metric: legend label} and {metric: colour}: clean, then each modality zeroed, then each noised."""
+    colors = modality_colors(modalities)
+    keys, key_colors = {"acc": "clean"}, {"acc": CLEAN_COLOR}
+    for kind, label, shade in (("zero", "zeroed", lambda c: c), ("noise", "noise", lighter)):
+        for m in modalities:
+            keys[f"acc_{kind}_{m}"] = f"{m} {label}"
+            key_colors[f"acc_{kind}_{m}"] = shade(colors[m])
+    return keys, key_colors
+
+
+def robustness(
+    runs: Sequence[Run], stem: str | Path, which: str = "best", modalities: Sequence[str] | None = None
+) -> list[Path]:
     """Accuracy with one modality zeroed or noised: a model leaning on one modality collapses without it."""
-    groups = bar_groups(runs, ROBUSTNESS_KEYS, which)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2.5), 4.5))
-    draw_grouped_bars(ax, groups, ROBUSTNESS_KEYS, ROBUSTNESS_COLORS)
-    ax.set_ylabel(f"test accuracy (%), {which} checkpoint")
-    ax.set_ylim(0, 105)
+    keys, colors = robustness_keys(list(modalities or modalities_of(list(runs))))
+    groups = bar_groups(runs, keys, which)
+    fig, ax = _bar_figure(
+        groups, keys, colors, f"test accuracy (%), {which} checkpoint", "No run here has a test accuracy.", 1.1
+    )
     if groups:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.set_ylim(0, 105)
+    _legend(ax, list(keys.values()))
+    return save(fig, stem)
+
+
+def shapley_shares(
+    runs: Sequence[Run], stem: str | Path, which: str = "best", modalities: Sequence[str] | None = None
+) -> list[Path]:
+    """Each modality's Shapley share (bml/evaluate.py): which modality the correct predictions rest on."""
+    modalities = list(modalities or modalities_of(list(runs)))
+    colors = modality_colors(modalities)
+    keys = {f"shapley_{m}": m for m in modalities}
+    groups = bar_groups(runs, keys, which)
+    fig, ax = _bar_figure(
+        groups,
+        keys,
+        {f"shapley_{m}": colors[m] for m in modalities},
+        f"mean Shapley value on test, {which} checkpoint",
+        "No run here has Shapley shares\n(models with two or more modalities only).",
+        0.3 * len(keys) + 0.2,
+    )
+    if groups:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+    _legend(ax, list(keys.values()))
     return save(fig, stem)
 
 
 def all_figures(runs: Sequence[Run], out_dir: str | Path, prefix: str) -> dict[str, list[Path]]:
-    """Every figure of these runs as <out_dir>/<prefix>_<name>.{png,pdf}; {name: written paths} (CAPTIONS keys)."""
+    """Every figure of these runs as <out_dir>/<prefix>_<name>.{png,pdf}; {name: written paths} (FIGURES order)."""
     out_dir = Path(out_dir)
+    modalities = modalities_of(list(runs))
     return {
         "validation_curves": validation_curves(runs, out_dir / f"{prefix}_validation_curves"),
-        "modulation": modulation_curves(runs, out_dir / f"{prefix}_modulation"),
-        "probes": probe_accuracy(runs, out_dir / f"{prefix}_probes"),
-        "robustness": robustness(runs, out_dir / f"{prefix}_robustness"),
+        "modulation": modulation_curves(runs, out_dir / f"{prefix}_modulation", modalities=modalities),
+        "probes": probe_accuracy(runs, out_dir / f"{prefix}_probes", modalities=modalities),
+        "robustness": robustness(runs, out_dir / f"{prefix}_robustness", modalities=modalities),
+        "shapley": shapley_shares(runs, out_dir / f"{prefix}_shapley", modalities=modalities),
     }

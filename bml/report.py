@@ -4,9 +4,14 @@
 and figures (bml/figures.py) and writes them under reports/:
 
     reports/index.html              the page a researcher reads: tables and figures with captions
-    reports/tables/<name>.{md,tex,csv}
-    reports/figures/<dataset>_<protocol>_<fusion>_<figure>.{png,pdf}
+    reports/tables/<name>.{md,tex,csv}, <name> one of
+        main_<protocol>_<fusion>, imbalance_<dataset>_<protocol>_<fusion>,
+        stats_<metric>_<dataset>_<protocol>_<fusion> (metric: acc and probe_<m> of every modality),
+        published_<source id in params/published.yaml>
+    reports/figures/<dataset>_<protocol>_<fusion>_<figure>.{png,pdf}, <figure> one of bml.figures.FIGURES
     reports/summary.json            a DVC metrics file (`dvc metrics diff` compares two commits' results)
+
+`output_names` lists these files from the plan alone, for a workflow that declares them.
 
 Missing or partial runs and unreadable metrics files are listed in the tables' notes and on the page;
 the report is still built.
@@ -20,20 +25,37 @@ from pathlib import Path
 
 import numpy as np
 
-from bml.figures import CAPTIONS, all_figures
+from bml.figures import FIGURES, all_figures, captions
 from bml.results import Run, by_seed, load_runs
-from bml.tables import Settings, Table, build_tables, comparison, to_csv, to_latex, to_markdown
+from bml.tables import (
+    Settings,
+    Table,
+    build_tables,
+    comparison,
+    modalities_of,
+    stats_keys,
+    table_runs,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 
-SUMMARY_KEYS = ("acc", "macro_f1", "probe_audio", "probe_visual")
+TABLE_FORMATS = ("md", "tex", "csv")
+FIGURE_FORMATS = ("png", "pdf")
 
 
 def summary(runs: list[Run], settings: Settings) -> dict:
-    """{dataset/protocol/fusion/method: {metric_mean, metric_std, n, and vs the baseline: diff, p, p_holm}}."""
+    """{dataset/protocol/fusion/method: {metric_mean, metric_std, n_seeds, and vs the baseline: diff, p, p_holm}}.
+
+    Metrics: acc, macro_f1 and probe_<m> of every modality of the dataset; compared with the baseline: acc and
+    every probe_<m> (avdigits: acc_mean, probe_visual_mean, probe_visual_diff_vs_joint, probe_audio_p_vs_joint...).
+    """
     out: dict[str, dict] = {}
     cells = sorted({r.cell for r in runs})
+    modalities = {d: modalities_of([r for r in runs if r.dataset == d]) for d in {c[0] for c in cells}}
     for cell in cells:
         entry: dict[str, float | int | None] = {}
-        for key in SUMMARY_KEYS:
+        for key in ("acc", "macro_f1", *(f"probe_{m}" for m in modalities[cell[0]])):
             values = list(by_seed(runs, cell, key, settings.which).values())
             if values:
                 entry[f"{key}_mean"] = round(float(np.mean(values)), 3)
@@ -41,7 +63,7 @@ def summary(runs: list[Run], settings: Settings) -> dict:
         entry["n_seeds"] = sum(r.cell == cell for r in runs)
         out["/".join(cell)] = entry
     for dataset, protocol, fusion in sorted({c[:3] for c in cells if c[2] != "none"}):
-        for key in ("acc", "probe_visual"):
+        for key in stats_keys(table_runs(runs, dataset, protocol, fusion)):
             for method, res in comparison(runs, dataset, protocol, fusion, key, settings).items():
                 if res.get("baseline") or res["paired"]["p"] is None:
                     continue
@@ -78,8 +100,13 @@ img{max-width:100%}figcaption{font-size:.9em;color:#333}.problems{color:#a00}"""
 
 
 def write_page(
-    path: Path, tables: list[Table], figures: dict[str, dict[str, list[Path]]], problems: list[str], n_runs: int
+    path: Path,
+    tables: list[Table],
+    figures: dict[str, dict[str, tuple[list[Path], str]]],
+    problems: list[str],
+    n_runs: int,
 ) -> None:
+    """index.html; `figures` is {group heading: {figure name: (its files, its caption)}}."""
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bml report</title>'
         f"<style>{STYLE}</style></head><body><h1>bml report</h1>",
@@ -97,7 +124,7 @@ def write_page(
     parts.append("<h2>Figures</h2>")
     for group, by_name in figures.items():
         parts.append(f"<h3>{html.escape(group)}</h3>")
-        for name, files in by_name.items():
+        for name, (files, caption) in by_name.items():
             png = next((f for f in files if f.suffix == ".png"), None)
             if png is None:
                 continue
@@ -105,11 +132,38 @@ def write_page(
             pdf = png.with_suffix(".pdf").relative_to(path.parent).as_posix()
             parts.append(
                 f'<figure id="{html.escape(png.stem)}"><img src="{rel}" alt="{html.escape(name)}">'
-                f"<figcaption>{html.escape(CAPTIONS.get(name, name))} "
+                f"<figcaption>{html.escape(caption)} "
                 f'(<a href="{pdf}">pdf</a>)</figcaption></figure>'
             )
     parts.append("</body></html>\n")
     path.write_text("\n".join(parts))
+
+
+def figure_groups(runs: list[Run]) -> list[tuple[str, str, str]]:
+    """(dataset, protocol, fusion) of every trained multimodal cell: one set of figures each."""
+    return sorted({r.cell[:3] for r in runs if r.fusion != "none"})
+
+
+def output_names(groups: list[tuple[str, str, str, list[str]]], published_ids: list[str]) -> list[str]:
+    """Every file a complete report writes, relative to its out_dir, from (dataset, protocol, fusion, modalities)
+    of each trained group and the published sources' ids: what a workflow can declare before any run exists.
+
+    Mirrors build_tables and all_figures; tests/test_tables.py checks that build_report writes exactly these.
+    """
+    tables = [f"main_{p}_{f}" for p, f in sorted({(p, f) for _, p, f, _ in groups})]
+    for dataset, protocol, fusion, modalities in sorted(groups):
+        keys = ["acc"] + [f"probe_{m}" for m in modalities]
+        tables += [f"imbalance_{dataset}_{protocol}_{fusion}"]
+        tables += [f"stats_{k}_{dataset}_{protocol}_{fusion}" for k in keys]
+    tables += [f"published_{sid}" for sid in published_ids]
+    names = ["index.html", "summary.json"] + [f"tables/{t}.{ext}" for t in tables for ext in TABLE_FORMATS]
+    names += [
+        f"figures/{d}_{p}_{f}_{kind}.{ext}"
+        for d, p, f, _ in sorted(groups)
+        for kind in FIGURES
+        for ext in FIGURE_FORMATS
+    ]
+    return names
 
 
 def build_report(results_root: str | Path, out_dir: str | Path, published: dict, settings: Settings, log=print) -> dict:
@@ -122,14 +176,16 @@ def build_report(results_root: str | Path, out_dir: str | Path, published: dict,
         log(f"warning: {problem}")
     tables = build_tables(runs, published, settings, problems)
     for table in tables:
-        for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+        for ext, render in zip(TABLE_FORMATS, (to_markdown, to_latex, to_csv), strict=True):
             (out / "tables" / f"{table.name}.{ext}").write_text(render(table))
     figures = {}
-    for dataset, protocol, fusion in sorted({r.cell[:3] for r in runs if r.fusion != "none"}):
-        group = [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)]
-        figures[f"{dataset}, protocol {protocol}, fusion {fusion}"] = all_figures(
-            group, out / "figures", f"{dataset}_{protocol}_{fusion}"
-        )
+    for dataset, protocol, fusion in figure_groups(runs):
+        group = table_runs(runs, dataset, protocol, fusion)
+        written = all_figures(group, out / "figures", f"{dataset}_{protocol}_{fusion}")
+        texts = captions(modalities_of(group))
+        figures[f"{dataset}, protocol {protocol}, fusion {fusion}"] = {
+            name: (paths, texts[name]) for name, paths in written.items()
+        }
     write_page(out / "index.html", tables, figures, problems, len(runs))
     result = summary(runs, settings)
     (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

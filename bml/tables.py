@@ -5,6 +5,9 @@ footnotes which test it used, the multiple-comparison correction (Holm, across t
 one dataset x protocol x fusion), the number of seeds, how the checkpoint was chosen, and every cell it
 could not fill: a missing or partial run shows "—" or its seed count and the build goes on.
 
+Modalities are whatever the runs report (metric keys probe_<m>, acc_zero_<m>, ...; see `modalities_of`), in
+the dataset's order; the uni-modal references are the <m>_only runs.
+
 Markers: ↑ / ↓ a difference from the baseline (joint training with the same fusion head) that is
 significant after Holm's correction; the best mean accuracy of a column is bold.
 Each table renders as Markdown, LaTeX (booktabs) and CSV.
@@ -18,10 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bml.results import METHOD_NAMES, Run, by_seed, cell_label
+from bml.methods import UNIMODAL_SUFFIX, method_spec
+from bml.results import Run, by_seed, cell_label, method_name
 from bml.stats import TEST_NAMES, compare_to_baseline, summarize
 
-UNIMODAL = ("audio_only", "visual_only", "ensemble")
+# Metric and history-column prefixes that are followed by a modality's name (bml/evaluate.py, bml/train.py).
+# Longest first, so that acc_zero_audio is read as the modality "audio", not "zero_audio".
+MODALITY_PREFIXES = ("acc_zero_", "acc_noise_", "probe_", "shapley_", "val_probe_", "val_acc_")
 DATASET_NAMES = {
     "avdigits": "avdigits",
     "cremad": "CREMA-D",
@@ -33,9 +39,41 @@ DATASET_NAMES = {
 MISSING = "—"
 
 
-def method_order(methods) -> list[str]:
-    """Uni-modal rows, then the baseline, then the balancing methods alphabetically."""
-    head = [m for m in (*UNIMODAL, "joint") if m in methods]
+def run_modalities(run: Run) -> list[str]:
+    """The modalities one run reports, in the order its metrics.json and history.csv name them."""
+    keys = [k for part in run.test.values() if isinstance(part, dict) for k in part]
+    keys += [k for row in run.history for k in row]
+    names = []
+    for key in keys:
+        prefix = next((p for p in MODALITY_PREFIXES if key.startswith(p) and len(key) > len(p)), None)
+        if prefix is not None:
+            names.append(key[len(prefix) :])
+    if run.method.endswith(UNIMODAL_SUFFIX) and len(run.method) > len(UNIMODAL_SUFFIX):
+        names.append(run.method[: -len(UNIMODAL_SUFFIX)])
+    return list(dict.fromkeys(names))
+
+
+def modalities_of(runs: list[Run]) -> list[str]:
+    """Every modality these runs report, in the dataset's order: the runs that see the most modalities are read
+    first (evaluate.py writes metrics in the dataset's modality order), so avdigits gives audio, visual."""
+    per_run = sorted((run_modalities(r) for r in runs), key=len, reverse=True)  # sorted() is stable
+    return list(dict.fromkeys(m for names in per_run for m in names))
+
+
+def is_unimodal(method: str) -> bool:
+    """A run without a fusion head: the <m>_only baselines and the ensemble of them."""
+    try:
+        return method_spec(method).fusions == "none"
+    except ValueError:  # a published row bml does not run
+        return False
+
+
+def method_order(methods, modalities=()) -> list[str]:
+    """Uni-modal rows (<m>_only in modality order, then the others), the baseline, then the balancing methods
+    alphabetically."""
+    singles = [f"{m}{UNIMODAL_SUFFIX}" for m in modalities if f"{m}{UNIMODAL_SUFFIX}" in methods]
+    head = singles + sorted(m for m in methods if is_unimodal(m) and m not in singles)
+    head += [m for m in ("joint",) if m in methods]
     return head + sorted(m for m in methods if m not in head)
 
 
@@ -153,14 +191,17 @@ def _groups(runs: list[Run]) -> list[tuple[str, str]]:
     return sorted({(r.protocol, r.fusion) for r in runs if r.fusion != "none"})
 
 
+def table_runs(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[Run]:
+    """The runs one per-dataset table reads: the uni-modal runs (fusion none) and those of `fusion`."""
+    return [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)]
+
+
 def _cells(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tuple[str, str]]:
-    """(method, fusion) rows for one table: the uni-modal runs (fusion none) and those of `fusion`."""
-    found = {
-        (r.method, r.fusion)
-        for r in runs
-        if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)
-    }
-    return [(m, f) for m in method_order({m for m, _ in found}) for f in ("none", fusion) if (m, f) in found]
+    """(method, fusion) rows for one table, in display order."""
+    mine = table_runs(runs, dataset, protocol, fusion)
+    found = {(r.method, r.fusion) for r in mine}
+    order = method_order({m for m, _ in found}, modalities_of(mine))
+    return [(m, f) for m in order for f in ("none", fusion) if (m, f) in found]
 
 
 def comparison(
@@ -189,7 +230,7 @@ def _common_notes(settings: Settings, seeds_seen: set[int], warnings: set[str]) 
     )
     notes = [
         f"Mean ± std over seeds ({n} seed{'s' if n != 1 else ''}: {sorted(seeds_seen)}), test split, {chosen}.",
-        f"↑ / ↓: differs from {METHOD_NAMES.get(settings.baseline, settings.baseline)} with the same fusion, "
+        f"↑ / ↓: differs from {method_name(settings.baseline)} with the same fusion, "
         f"{TEST_NAMES[settings.test]} over seeds, Holm-corrected across the balancing methods of the "
         f"column, p < {settings.alpha}.",
     ]
@@ -199,9 +240,8 @@ def _common_notes(settings: Settings, seeds_seen: set[int], warnings: set[str]) 
 def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, problems: list[str] = ()) -> Table:
     """Accuracy / macro-F1, methods as rows, datasets as columns (the papers' main table)."""
     datasets = sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion})
-    rows_keys = method_order(
-        {r.method for r in runs if r.protocol == protocol and r.fusion in ("none", fusion) and r.dataset in datasets}
-    )
+    shown = [r for r in runs if r.protocol == protocol and r.fusion in ("none", fusion) and r.dataset in datasets]
+    rows_keys = method_order({r.method for r in shown}, modalities_of(shown))
     header = ["Method"] + [f"{DATASET_NAMES.get(d, d)} {k}" for d in datasets for k in ("acc", "macro-F1")]
     table = Table(
         f"main_{protocol}_{fusion}", f"Accuracy and macro-F1 (%), protocol {protocol}, fusion {fusion}", header, []
@@ -209,7 +249,7 @@ def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, 
     seeds_seen, warnings, notes = set(), set(), []
     comps = {(d, k): comparison(runs, d, protocol, fusion, k, settings) for d in datasets for k in ("acc", "macro_f1")}
     for method in rows_keys:
-        f = "none" if method in UNIMODAL else fusion
+        f = "none" if is_unimodal(method) else fusion
         row = [cell_label(method, f)]
         for d in datasets:
             for k in ("acc", "macro_f1"):
@@ -229,7 +269,7 @@ def main_table(runs: list[Run], protocol: str, fusion: str, settings: Settings, 
 def _coverage_note(method: str, dataset: str, values: dict[int, float], settings: Settings, key: str) -> list[str]:
     if key != "acc":
         return []
-    name = f"{METHOD_NAMES.get(method, method)} on {DATASET_NAMES.get(dataset, dataset)}"
+    name = f"{method_name(method)} on {DATASET_NAMES.get(dataset, dataset)}"
     if not values:
         return [f"{MISSING}: {name} has no finished run."]
     missing = sorted(set(settings.seeds) - set(values))
@@ -248,16 +288,32 @@ def _bold_best(table: Table, columns: list[int]) -> None:
             table.bold |= {(i, j) for m, i in means if m == best}
 
 
-def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
-    """The imbalance diagnostic: each encoder's linear-probe accuracy and the head's per-modality accuracy."""
-    keys = [
-        ("acc", "acc"),
-        ("acc_audio", "head audio"),
-        ("acc_visual", "head visual"),
-        ("probe_audio", "probe audio"),
-        ("probe_visual", "probe visual"),
+def stats_keys(runs: list[Run]) -> list[str]:
+    """The metrics that get a significance table: accuracy and every modality's probe."""
+    return ["acc"] + [f"probe_{m}" for m in modalities_of(runs)]
+
+
+def _diff_cells(entry: dict | None) -> tuple[list[str], str | None]:
+    """Δ, Holm p and d_z of one comparison with the baseline, or dashes where there is no test; and its warning."""
+    if not entry or entry.get("baseline") or entry["paired"]["p"] is None:
+        return [MISSING] * 3, None
+    d = entry["paired"]
+    cells = [
+        f"{d['mean_diff']:+.1f}",
+        f"{entry['p_holm']:.2g}",
+        f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING,
     ]
-    header = ["Method"] + [label for _, label in keys] + ["Δ probe visual", "p (Holm)", "d_z"]
+    return cells, entry.get("warning")
+
+
+def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
+    """The imbalance diagnostic: each encoder's linear-probe accuracy and the head's per-modality accuracy, and
+    for every modality how far each method moved its probe from the baseline's."""
+    modalities = modalities_of(table_runs(runs, dataset, protocol, fusion))
+    keys = [("acc", "acc")] + [(f"acc_{m}", f"head {m}") for m in modalities]
+    keys += [(f"probe_{m}", f"probe {m}") for m in modalities]
+    header = ["Method"] + [label for _, label in keys]
+    header += [h for m in modalities for h in (f"Δ probe {m}", f"p (Holm) {m}", f"d_z {m}")]
     table = Table(
         f"imbalance_{dataset}_{protocol}_{fusion}",
         f"Uni-modal accuracy (%) on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, "
@@ -265,34 +321,30 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
         header,
         [],
     )
-    comp = comparison(runs, dataset, protocol, fusion, "probe_visual", settings)
+    comps = {f"probe_{m}": comparison(runs, dataset, protocol, fusion, f"probe_{m}", settings) for m in modalities}
     seeds_seen, warnings = set(), set()
     for method, f in _cells(runs, dataset, protocol, fusion):
         row = [cell_label(method, f)]
         for key, _ in keys:
             values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
             seeds_seen |= set(values)
-            row.append(_mean_std(values) + (_marker(comp.get(method)) if key == "probe_visual" and f != "none" else ""))
-        entry = comp.get(method) if f != "none" else None
-        if entry and not entry.get("baseline") and entry["paired"]["p"] is not None:
-            d = entry["paired"]
-            row += [
-                f"{d['mean_diff']:+.1f}",
-                f"{entry['p_holm']:.2g}",
-                f"{d['d_z']:+.2f}" if d["d_z"] is not None else MISSING,
-            ]
-            if entry.get("warning"):
-                warnings.add(entry["warning"])
-        else:
-            row += [MISSING, MISSING, MISSING]
+            marked = key in comps and f != "none"
+            row.append(_mean_std(values) + (_marker(comps[key].get(method)) if marked else ""))
+        for m in modalities:
+            cells, warning = _diff_cells(comps[f"probe_{m}"].get(method) if f != "none" else None)
+            row += cells
+            if warning:
+                warnings.add(warning)
         table.rows.append(row)
+    references = ", ".join(f"{method_name(m + UNIMODAL_SUFFIX)}" for m in modalities)
     table.notes = _common_notes(settings, seeds_seen, warnings) + [
         "Probe: logistic regression on the frozen encoder's train-split features, C chosen on validation, "
-        "scored on test. Head: accuracy of the fusion head's uni-modal logits (concat and sum heads only). "
-        "A joint encoder probing below the uni-modal one was held back by the other modality.",
-        f"Δ probe visual: mean paired difference from {METHOD_NAMES.get(settings.baseline, settings.baseline)}; "
-        "d_z: Cohen's d_z of that difference; — where there is no test (the baseline, uni-modal rows, "
-        "fewer than 2 paired seeds).",
+        "scored on test. Head: accuracy of the fusion head's uni-modal logits (heads whose logits split per "
+        "modality only). A joint encoder probing below the uni-modal one "
+        f"({references}) was held back by the other modalit{'y' if len(modalities) == 2 else 'ies'}.",
+        f"Δ probe <modality>: mean paired difference of that modality's probe from {method_name(settings.baseline)}; "
+        "p (Holm): Holm-corrected p across the balancing methods, per modality; d_z: Cohen's d_z of that "
+        "difference; — where there is no test (the baseline, uni-modal rows, fewer than 2 paired seeds).",
     ]
     return table
 
@@ -303,7 +355,7 @@ def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: 
     table = Table(
         f"stats_{key}_{dataset}_{protocol}_{fusion}",
         f"{key} on {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}: "
-        f"each method against {METHOD_NAMES.get(settings.baseline, settings.baseline)}",
+        f"each method against {method_name(settings.baseline)}",
         header,
         [],
     )
@@ -316,7 +368,7 @@ def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: 
         s = summarize(list(values.values())) if values else {"n": 0}
         ci = lambda c: f"[{c[0]:.1f}, {c[1]:.1f}]" if c else MISSING  # noqa: E731
         row = [
-            METHOD_NAMES.get(method, method),
+            method_name(method),
             str(s["n"]),
             _mean_std(values),
             ci(s.get("ci_t")),
@@ -357,8 +409,8 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
     )
     not_run = set()
     for method, per in results.items():
-        f = "none" if method in UNIMODAL else source["fusion"]
-        row = [METHOD_NAMES.get(method, method)]
+        f = "none" if is_unimodal(method) else source["fusion"]
+        row = [method_name(method)]
         for d in datasets:
             pub = per.get(d, {}).get("acc")
             ours = by_seed(runs, (d, source["protocol"], f, method), "acc", settings.which)
@@ -394,7 +446,7 @@ def build_tables(runs: list[Run], published: dict, settings: Settings, problems:
         tables.append(main_table(runs, protocol, fusion, settings, problems))
         for dataset in sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion}):
             tables.append(imbalance_table(runs, dataset, protocol, fusion, settings))
-            for key in ("acc", "probe_visual"):
+            for key in stats_keys(table_runs(runs, dataset, protocol, fusion)):
                 tables.append(stats_table(runs, dataset, protocol, fusion, key, settings))
     tables += [published_table(runs, sid, source, settings) for sid, source in published.items()]
     return tables

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from bml.cli import main as bml_main
-from bml.report import build_report
+from bml.report import build_report, output_names
 from bml.results import load_runs
-from bml.tables import Settings, build_tables, main_table, to_csv, to_latex, to_markdown
+from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of, to_csv, to_latex, to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -30,8 +30,9 @@ def write_run(root: Path, dataset: str, method: str, fusion: str, seed: int, tes
     (d / "metrics.json").write_text(json.dumps({"run": run, "test": {"best": test, "last": test}}))
     if history:
         keys = list(history[0])
-        (d / "history.csv").write_text(",".join(keys) + "\n" + "".join(
-            ",".join(str(row[k]) for k in keys) + "\n" for row in history))
+        (d / "history.csv").write_text(
+            ",".join(keys) + "\n" + "".join(",".join(str(row[k]) for k in keys) + "\n" for row in history)
+        )
 
 
 def synthetic_results(root: Path, skip: tuple = ()) -> Path:
@@ -41,17 +42,75 @@ def synthetic_results(root: Path, skip: tuple = ()) -> Path:
                 continue
             w, w2 = WOBBLE[seed] if method != "joint" else 0.0, WOBBLE2[seed]
             acc = 90.0 + da + w + w2
-            test = {"acc": acc, "macro_f1": acc - 1.0, "acc_audio": 80.0, "acc_visual": 30.0, "probe_audio": 95.0,
-                    "probe_visual": 60.0 + dp + w, "acc_zero_audio": 40.0, "acc_zero_visual": 85.0,
-                    "acc_noise_audio": 50.0, "acc_noise_visual": 88.0}
-            history = [{"epoch": e, "val_acc": 50.0 + 10 * e + w2, **({"coef_audio": 0.5, "coef_visual": 1.0}
-                                                                      if method == "ogm_ge" else {})}
-                       for e in (1, 2, 3)]
+            test = {
+                "acc": acc,
+                "macro_f1": acc - 1.0,
+                "acc_audio": 80.0,
+                "acc_visual": 30.0,
+                "probe_audio": 95.0,
+                "probe_visual": 60.0 + dp + w,
+                "acc_zero_audio": 40.0,
+                "acc_zero_visual": 85.0,
+                "acc_noise_audio": 50.0,
+                "acc_noise_visual": 88.0,
+            }
+            history = [
+                {
+                    "epoch": e,
+                    "val_acc": 50.0 + 10 * e + w2,
+                    **({"coef_audio": 0.5, "coef_visual": 1.0} if method == "ogm_ge" else {}),
+                }
+                for e in (1, 2, 3)
+            ]
             write_run(root, "avdigits", method, "concat", seed, test, history)
         for method, modality, acc in (("audio_only", "audio", 95.0), ("visual_only", "visual", 70.0)):
-            write_run(root, "avdigits", method, "none", seed,
-                      {"acc": acc + WOBBLE[seed], "macro_f1": acc, f"probe_{modality}": acc + 1.0},
-                      [{"epoch": 1, "val_acc": acc}])
+            write_run(
+                root,
+                "avdigits",
+                method,
+                "none",
+                seed,
+                {"acc": acc + WOBBLE[seed], "macro_f1": acc, f"probe_{modality}": acc + 1.0},
+                [{"epoch": 1, "val_acc": acc}],
+            )
+    return root
+
+
+TOY_MODALITIES = ("audio", "visual", "flow")  # three modalities, in the order the toy dataset declares them
+# per method: the shift of the flow probe from joint (every seed), the other probes only wobble
+TOY_FLOW_SHIFTS = {"joint": 0.0, "mmpareto": 4.0, "relearning": 0.0}
+
+
+def three_modality_results(root: Path) -> Path:
+    """A toy dataset with audio, visual and flow: MMPareto lifts the flow probe by 4 points on every seed."""
+    for seed in SEEDS:
+        for method, shift in TOY_FLOW_SHIFTS.items():
+            w = WOBBLE[seed] if method != "joint" else 0.0
+            test = {"acc": 80.0 + w + WOBBLE2[seed], "macro_f1": 79.0}
+            test |= {f"acc_{m}": 40.0 + 10 * i for i, m in enumerate(TOY_MODALITIES)}
+            test |= {"probe_audio": 70.0 + WOBBLE2[seed], "probe_visual": 50.0 + w, "probe_flow": 40.0 + shift + w}
+            test |= {f"acc_zero_{m}": 60.0 + i for i, m in enumerate(TOY_MODALITIES)}
+            test |= {f"shapley_{m}": 0.5 + 0.1 * i for i, m in enumerate(TOY_MODALITIES)}
+            test |= {f"acc_noise_{m}": 70.0 + i for i, m in enumerate(TOY_MODALITIES)}
+            history = [
+                {
+                    "epoch": e,
+                    "val_acc": 40.0 + 10 * e,
+                    **({f"conflict_{m}": 0.1 * e for m in TOY_MODALITIES} if method == "mmpareto" else {}),
+                }
+                for e in (1, 2, 3)
+            ]
+            write_run(root, "toy", method, "concat", seed, test, history)
+        for modality, acc in zip(TOY_MODALITIES, (75.0, 55.0, 45.0), strict=True):
+            write_run(
+                root,
+                "toy",
+                f"{modality}_only",
+                "none",
+                seed,
+                {"acc": acc + WOBBLE[seed], "macro_f1": acc, f"probe_{modality}": acc + 1.0},
+                [{"epoch": 1, "val_acc": acc}],
+            )
     return root
 
 
@@ -105,8 +164,14 @@ def test_one_seed_gives_no_test_and_says_so(tmp_path):
 def test_published_numbers_sit_beside_ours_with_the_difference(tmp_path):
     root = synthetic_results(tmp_path / "results")
     runs, _ = load_runs(root)
-    published = {"paper": {"title": "A paper", "protocol": "embedded", "fusion": "concat",
-                           "results": {"joint": {"avdigits": {"acc": 85.0}, "cremad": {"acc": 60.0}}}}}
+    published = {
+        "paper": {
+            "title": "A paper",
+            "protocol": "embedded",
+            "fusion": "concat",
+            "results": {"joint": {"avdigits": {"acc": 85.0}, "cremad": {"acc": 60.0}}},
+        }
+    }
     table = build_tables(runs, published, settings())[-1]
     assert table.header[:4] == ["Method", "avdigits published", "avdigits ours", "avdigits Δ"]
     joint = table.rows[0]
@@ -138,21 +203,25 @@ def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tm
     page = _Page()
     page.feed((out / "index.html").read_text())
     written = sorted(p.stem for p in (out / "tables").glob("*.md"))
-    assert sorted(page.tables) == written and len(written) == 4 + len(published)
+    # main, imbalance, stats of acc, probe_audio and probe_visual; one per published source
+    assert sorted(page.tables) == written and len(written) == 5 + len(published)
     for name in written:
         assert (out / "tables" / f"{name}.tex").read_text().startswith("\\begin{table}")
-    assert len(page.images) == page.captions >= 4  # validation curves, modulation, probes, robustness
+    assert len(page.images) == page.captions == 5  # validation curves, modulation, probes, robustness, Shapley
     for src in page.images:
         assert (out / src).read_bytes().startswith(b"\x89PNG") and (out / src).with_suffix(".pdf").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
     assert on_disk["avdigits/embedded/concat/ogm_ge"]["acc_p_holm_vs_joint"] < 0.05
     assert on_disk["avdigits/embedded/concat/joint"]["n_seeds"] == 6
+    assert on_disk["avdigits/embedded/concat/ogm_ge"]["probe_visual_diff_vs_joint"] == pytest.approx(5.0)
+    assert "audio (red), visual (blue)" in (out / "index.html").read_text()
 
 
 def test_bml_report_command_reads_params(tmp_path):
     root = synthetic_results(tmp_path / "results")
-    bml_main(["report", "--results-root", str(root), "--out", str(tmp_path / "r")])
+    overrides = {"results_root": str(root), "report": {"out_dir": str(tmp_path / "r")}}
+    bml_main(["report", "--overrides", json.dumps(overrides)])
     assert (tmp_path / "r" / "index.html").is_file()
     with pytest.raises(SystemExit):
         bml_main(["report", "--params-dir", str(tmp_path / "nowhere")])
@@ -166,3 +235,116 @@ def test_a_table_warns_when_its_seeds_cannot_reach_alpha_with_the_chosen_test(tm
     assert not any(row[1].endswith(("↑", "↓")) for row in table.rows)  # the true shift cannot be shown
     t_table = main_table(runs, "embedded", "concat", Settings(test="t", seeds=tuple(SEEDS)))
     assert not any("cannot" in n for n in t_table.notes)
+
+
+def test_modalities_come_from_the_metric_keys_in_the_datasets_order(tmp_path):
+    runs, _ = load_runs(three_modality_results(synthetic_results(tmp_path / "results")))
+    assert modalities_of([r for r in runs if r.dataset == "avdigits"]) == ["audio", "visual"]
+    assert modalities_of([r for r in runs if r.dataset == "toy"]) == list(TOY_MODALITIES)  # not alphabetical
+    only_flow = [r for r in runs if r.method == "flow_only"]
+    assert modalities_of(only_flow) == ["flow"]
+
+
+def test_avdigits_imbalance_table_compares_both_probes_with_the_baseline(tmp_path):
+    runs, _ = load_runs(synthetic_results(tmp_path / "results"))
+    table = imbalance_table(runs, "avdigits", "embedded", "concat", settings())
+    assert table.header == [
+        "Method",
+        "acc",
+        "head audio",
+        "head visual",
+        "probe audio",
+        "probe visual",
+        "Δ probe audio",
+        "p (Holm) audio",
+        "d_z audio",
+        "Δ probe visual",
+        "p (Holm) visual",
+        "d_z visual",
+    ]
+    rows = {row[0]: dict(zip(table.header, row, strict=True)) for row in table.rows}
+    assert list(rows)[:3] == ["Audio only", "Visual only", "Joint (baseline, concat)"]
+    ogm = rows["OGM-GE (concat)"]
+    assert ogm["Δ probe visual"] == "+5.0" and ogm["probe visual"].endswith("↑")  # +5 on every seed, mean wobble 0
+    assert ogm["Δ probe audio"] == "+0.0" and ogm["p (Holm) audio"] == "1"  # equal audio probes: p = 1
+    assert rows["Joint (baseline, concat)"]["Δ probe visual"] == "—"
+    assert rows["Visual only"]["probe visual"] == "71.0 ± 0.0" and rows["Visual only"]["probe audio"] == "—"
+
+
+def test_three_modalities_give_three_difference_columns_and_stats_tables(tmp_path):
+    runs, _ = load_runs(three_modality_results(tmp_path / "results"))
+    tables = {t.name: t for t in build_tables(runs, {}, settings())}
+    assert sorted(tables) == ["imbalance_toy_embedded_concat", "main_embedded_concat"] + [
+        f"stats_{k}_toy_embedded_concat" for k in ("acc", "probe_audio", "probe_flow", "probe_visual")
+    ]
+    table = tables["imbalance_toy_embedded_concat"]
+    assert [h for h in table.header if h.startswith("Δ")] == ["Δ probe audio", "Δ probe visual", "Δ probe flow"]
+    assert table.header[1:8] == [
+        "acc",
+        "head audio",
+        "head visual",
+        "head flow",
+        "probe audio",
+        "probe visual",
+        "probe flow",
+    ]
+    rows = {row[0]: dict(zip(table.header, row, strict=True)) for row in table.rows}
+    assert list(rows) == [
+        "Audio only",
+        "Visual only",
+        "Flow only",
+        "Joint (baseline, concat)",
+        "MMPareto (concat)",
+        "Re-learning (concat)",
+    ]
+    mmpareto = rows["MMPareto (concat)"]
+    assert mmpareto["Δ probe flow"] == "+4.0" and float(mmpareto["p (Holm) flow"]) < 0.05
+    assert mmpareto["probe flow"].endswith("↑") and not mmpareto["probe visual"].endswith(("↑", "↓"))
+    assert float(mmpareto["p (Holm) visual"]) > 0.05
+    assert rows["Flow only"]["probe flow"] == "46.0 ± 0.0" and rows["Flow only"]["Δ probe flow"] == "—"
+    assert any("Audio only, Visual only, Flow only" in n for n in table.notes)
+    flow_stats = tables["stats_probe_flow_toy_embedded_concat"]
+    assert next(r for r in flow_stats.rows if r[0] == "MMPareto")[5] == "+4.0↑"
+
+
+def test_report_writes_exactly_the_listed_outputs_and_a_summary_for_every_modality(tmp_path):
+    root = three_modality_results(synthetic_results(tmp_path / "results"))
+    out = tmp_path / "reports"
+    published = {
+        "paper": {
+            "title": "A paper",
+            "protocol": "embedded",
+            "fusion": "concat",
+            "results": {"joint": {"avdigits": {"acc": 85.0}}},
+        }
+    }
+    summary = build_report(root, out, published, settings(), log=lambda _m: None)
+    groups = [
+        ("avdigits", "embedded", "concat", ["audio", "visual"]),
+        ("toy", "embedded", "concat", list(TOY_MODALITIES)),
+    ]
+    expected = output_names(groups, ["paper"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(expected)
+    assert "figures/toy_embedded_concat_shapley.png" in expected
+    toy = summary["toy/embedded/concat/mmpareto"]
+    assert toy["probe_flow_diff_vs_joint"] == pytest.approx(4.0) and toy["probe_flow_p_holm_vs_joint"] < 0.05
+    assert {f"probe_{m}_mean" for m in TOY_MODALITIES} <= set(toy)
+    assert summary["toy/embedded/none/flow_only"]["probe_flow_mean"] == pytest.approx(46.0)
+    ogm = summary["avdigits/embedded/concat/ogm_ge"]
+    for key in (
+        "acc_mean",
+        "acc_std",
+        "macro_f1_mean",
+        "probe_audio_mean",
+        "probe_visual_mean",
+        "acc_diff_vs_joint",
+        "acc_p_vs_joint",
+        "acc_p_holm_vs_joint",
+        "probe_visual_diff_vs_joint",
+        "probe_visual_p_vs_joint",
+        "probe_visual_p_holm_vs_joint",
+        "probe_audio_diff_vs_joint",
+        "n_seeds",
+    ):
+        assert key in ogm, key
+    assert not any("flow" in k for k in ogm)
