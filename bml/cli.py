@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        result = train(cell.config, device=args.device, restart=args.restart)
+        result = train(cell.config, device=args.device, restart=args.restart, replace_stale=bool(args.cell))
     except TrainingError as err:
         print(f"bml train: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err

@@ -118,9 +118,14 @@ def train(
     config: dict,
     device: str | None = None,
     restart: bool = False,
+    replace_stale: bool = False,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """Train (or resume) one run and evaluate it; returns what metrics.json holds."""
+    """Train (or resume) one run and evaluate it; returns what metrics.json holds.
+
+    A checkpoint of another configuration or data is refused, unless `replace_stale`: the workflow's jobs pass
+    it, since the engine reruns a cell exactly when its values changed, so its old checkpoint is of no use.
+    """
     phases, started = Phases(), time.perf_counter()
     run_cfg, tcfg = config["run"], config["train"]
     out_dir = Path(config["paths"]["run_dir"])
@@ -191,15 +196,20 @@ def train(
     scheduler = build_scheduler(optimizer, tcfg["scheduler"], tcfg["epochs"])
     start_epoch, history, best, run_id = 0, [], None, None
     ckpt_path, best_path = out_dir / CHECKPOINT, out_dir / BEST
-    if ckpt_path.exists() and not restart:
-        ckpt = load(ckpt_path, dev)
-        if ckpt["config_hash"] != chash or ckpt["data_hash"] != dhash:
-            what = "configuration" if ckpt["config_hash"] != chash else "data"
+    ckpt = load(ckpt_path, dev) if ckpt_path.exists() and not restart else None
+    if ckpt is not None and (ckpt["config_hash"] != chash or ckpt["data_hash"] != dhash):
+        what = "configuration" if ckpt["config_hash"] != chash else "data"
+        if not replace_stale:
             raise TrainingError(
                 f"{ckpt_path}: checkpoint of another {what} (hash {ckpt['config_hash']}/"
                 f"{ckpt['data_hash']}, this run {chash}/{dhash}); delete {out_dir} or pass "
                 f"--restart to start over"
             )
+        log(
+            f"{ckpt_path}: checkpoint of another {what}; the workflow reran this cell for its new values: starting over"
+        )
+        ckpt = None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

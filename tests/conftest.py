@@ -30,8 +30,9 @@ def bml_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict | None = None
-        ) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env or bml_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -47,21 +48,44 @@ def avdigits_settings(preset: str = "audio_dominant") -> dict:
 def make_data(root: Path, n_clips: int, seed: int, extra: dict | None = None) -> Path:
     """Run the real data stages (`bml manifest`, `extract`, `pack`) for avdigits in `root`; returns root."""
     overrides = json.dumps({"datasets": {"avdigits": {"n_clips": n_clips, "seed": seed}}, **(extra or {})})
-    for cmd in (["manifest", "--dataset", "avdigits"], ["extract", "--dataset", "avdigits", "--recipe", "embedded"],
-                ["pack", "--dataset", "avdigits", "--recipe", "embedded"]):
+    for cmd in (
+        ["manifest", "--dataset", "avdigits"],
+        ["extract", "--dataset", "avdigits", "--recipe", "embedded"],
+        ["pack", "--dataset", "avdigits", "--recipe", "embedded"],
+    ):
         run([sys.executable, "-m", "bml.cli", *cmd, "--overrides", overrides], cwd=root)
     return root
 
 
-def cell_config(data_root: Path, results: Path, method: str = "joint", fusion: str = "concat", seed: int = 0,
-                epochs: int = 3, sets: tuple[str, ...] = (), tracking: dict | None = None,
-                params_dir: Path = PARAMS, dataset: str = "avdigits", protocol: str = "embedded") -> dict:
+def cell_config(
+    data_root: Path,
+    results: Path,
+    method: str = "joint",
+    fusion: str = "concat",
+    seed: int = 0,
+    epochs: int = 3,
+    sets: tuple[str, ...] = (),
+    tracking: dict | None = None,
+    params_dir: Path = PARAMS,
+    dataset: str = "avdigits",
+    protocol: str = "embedded",
+) -> dict:
     """A cell's resolved configuration whose data is under data_root and whose run folder is under results."""
-    pipeline = load_pipeline(params_dir, {"data_root": str(data_root), "results_root": str(results),
-                                          "tracking": tracking or NO_TRACKING})
+    pipeline = load_pipeline(
+        params_dir, {"data_root": str(data_root), "results_root": str(results), "tracking": tracking or NO_TRACKING}
+    )
     layout = Layout(str(data_root), str(results), str(results / "reports"))
-    cell = resolve_cell(load_dataset(dataset, params_dir, pipeline), protocol, method, fusion, seed, params_dir,
-                        pipeline, layout, (f"train.epochs={epochs}", "train.probe_every=2", *sets))
+    cell = resolve_cell(
+        load_dataset(dataset, params_dir, pipeline),
+        protocol,
+        method,
+        fusion,
+        seed,
+        params_dir,
+        pipeline,
+        layout,
+        (f"train.epochs={epochs}", "train.probe_every=2", *sets),
+    )
     return cell.config
 
 
@@ -89,3 +113,42 @@ def project_copy(tmp_path) -> Path:
     for name in ["params", "workflow", "bml", "profiles"]:
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
+
+
+TINY_RUNS = [
+    {"method": m, "fusion": f}
+    for m, f in (
+        ("audio_only", "none"),
+        ("visual_only", "none"),
+        ("ensemble", "none"),
+        ("joint", "concat"),
+        ("ogm_ge", "concat"),
+    )
+]
+
+
+def tiny_project(
+    project: Path,
+    epochs: int = 2,
+    n_clips: int = 20,
+    runs: list[dict] | None = None,
+    extra_blocks: list[dict] | None = None,
+    datasets: dict | None = None,
+) -> dict:
+    """Shrink a project copy's params to a tiny matrix (one seed, 2 shards, `epochs` epochs); returns params.yaml."""
+    path = project / "params" / "params.yaml"
+    params = load_pipeline(project / "params")
+    params["datasets"] = {"avdigits": {"n_clips": n_clips, "seed": 1}, **(datasets or {})}
+    params["extract"]["n_shards"] = 2
+    params["matrix"] = [
+        {"dataset": "avdigits", "protocol": "embedded", "seeds": [0], "runs": runs or TINY_RUNS},
+        *(extra_blocks or []),
+    ]
+    params["evaluation"]["probe_cs"] = [0.1, 1.0]
+    params["evaluation"]["probe_max_iter"] = 50
+    import yaml
+
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    protocol = project / "params" / "protocols" / "embedded.yaml"
+    protocol.write_text(protocol.read_text().replace("epochs: 20 ", f"epochs: {epochs} "))
+    return params

@@ -143,7 +143,10 @@ def decode_clip(
             raise MediaError(f"{f}: empty file (0 bytes)")
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "verbose"]
     for f in files:
-        cmd += ["-ss", f"{start:.3f}"] + (["-t", f"{length:.3f}"] if length is not None else []) + ["-i", f]
+        # input seeking (-ss before -i) decodes only from the span's start; at 0 it is left out: some containers
+        # (FLV with a 0.05 s stream start, as CREMA-D's) then read no packet at all
+        cmd += (["-ss", f"{start:.3f}"] if start > 0 else []) + (["-t", f"{length:.3f}"] if length is not None else [])
+        cmd += ["-i", f]
     pipes, outputs = {}, []
     for m, kind in modalities.items():
         read_fd, write_fd = os.pipe()
