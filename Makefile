@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 # The main job: the whole pipeline on the embedded dataset.
 run: setup
-	snakemake --profile workflow/profiles/default
+	snakemake
 
 test: setup
 	pytest

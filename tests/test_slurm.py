@@ -1,5 +1,5 @@
 """SLURM for real: start a one-node cluster with scripts/slurm-cluster.sh, run a 3-job workflow
-(tests/slurm_fixture/) through the real workflow/profiles/slurm, and check that every job ran as a SLURM job
+(tests/slurm_fixture/) through the real profiles/slurm, and check that every job ran as a SLURM job
 with as many CPUs as its threads (the rule's, or the profile's set-threads). A cluster that cannot start fails
 the test (never a skip).
 
@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
-PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+PROFILE = ROOT / "profiles" / "slurm"
 FIXTURE = ROOT / "tests" / "slurm_fixture"
 
 TEST_MEM_MB = 500  # fits any node that runs the test suite; not enforced (the test cluster has no cgroups)
@@ -136,7 +136,7 @@ def test_workflow_runs_as_slurm_jobs_with_their_threads(stop_cluster_after, tmp_
         rows.append((name, job_id, own, start - submit, end - start - own, finished[job_id] - end))
     assert len({row[1] for row in rows}) == len(rows), f"jobs share a SLURM job id: {rows}"
 
-    print(f"\nwall time of the 3-job run through workflow/profiles/slurm: {wall_s:.1f} s")
+    print(f"\nwall time of the 3-job run through profiles/slurm: {wall_s:.1f} s")
     print("job                  slurm id  own s  overhead s (queued + in-job start/stop + until Snakemake saw it)")
     for name, job_id, own, queued, in_job, noticed in rows:
         total = queued + in_job + noticed
