@@ -224,6 +224,11 @@ def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
                     f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
                     f"params/audio_presets.yaml; choose one of {sorted(presets)}"
                 )
+    if spec["source"]["kind"] == "generator":
+        presets = source.get("settings", {}).get("presets", {})
+        if source.get("preset") not in presets:
+            problems.append(f"key 'source.preset': {source.get('preset')!r} is not allowed; choose one of "
+                            f"{sorted(presets)}")
     refuse(path, "dataset", problems)
     return Dataset(
         name,

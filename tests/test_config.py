@@ -1,64 +1,50 @@
-"""The config schema refuses bad values before any job runs, naming the key and what is allowed."""
-
-import copy
+"""Parameter files: YAML read with numbers as numbers, checked with messages that name the file, key and choices."""
 
 import pytest
-import yaml
 
-from bml.config import PARAMS_DIR, ConfigError, load_config, validate_config
-
-
-@pytest.fixture
-def config():
-    return load_config()
+from bml.config import ConfigError, merge, parse_value, parse_yaml, read_yaml, schema_problems, typed
+from bml.plan import load_pipeline
 
 
-def test_the_shipped_params_are_valid(config):
-    assert config["avdigits"]["preset"] == "audio_dominant"
+@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("1e6", 1e6), ("1.0e-4", 1e-4), ("-2E+2", -200.0),
+                                         ("12", 12), (".5", 0.5), ("0x10", 16), ("abc", "abc"), ("1_000", 1000)])
+def test_yaml_numbers_parse_as_numbers(text, value):
+    assert parse_yaml(f"x: {text}")["x"] == value
+    assert type(parse_value(text)) is type(value)
 
 
-@pytest.mark.parametrize("path,value,expected", [
-    (("avdigits", "preset"), "loud_audio", r"avdigits\.preset.*'loud_audio'.*audio_dominant"),
-    (("extract", "sample_rate"), 12345, r"extract\.sample_rate.*12345.*16000"),
-    (("extract", "fps"), 0, r"extract\.fps"),
-    (("features", "audio_preset"), "mfcc", r"features\.audio_preset.*'mfcc'.*ogm_cremad"),
-    (("avdigits", "n_clips"), "many", r"avdigits\.n_clips.*'many' is not of type 'integer'"),
-    (("extract", "n_shard"), 3, r"key 'extract'.*n_shard.*allowed keys are.*n_shards"),
-])
-def test_bad_values_are_refused_with_key_and_choices(config, path, value, expected):
-    bad = copy.deepcopy(config)
-    bad[path[0]][path[1]] = value
-    with pytest.raises(ConfigError, match=expected):
-        validate_config(bad, source="test.yaml")
+def test_command_line_values_nested_in_structures_are_typed():
+    assert typed({"n": "400", "lr": ["1e-3", "adam"], "flag": "true", "name": "x1"}) == \
+        {"n": 400, "lr": [0.001, "adam"], "flag": True, "name": "x1"}
 
 
-def test_every_violation_is_listed_and_the_file_named(tmp_path, config):
-    bad = copy.deepcopy(config)
-    bad["avdigits"]["preset"] = "x"
-    bad["features"]["n_frames"] = 0
-    del bad["extract"]
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(bad))
+def test_merge_is_deep_and_leaves_its_inputs_alone():
+    base = {"a": {"b": 1, "c": 2}, "d": [1]}
+    merged = merge(base, {"a": {"c": 3}, "e": 4})
+    assert merged == {"a": {"b": 1, "c": 3}, "d": [1], "e": 4} and base["a"]["c"] == 2
+
+
+def test_the_shipped_params_are_valid():
+    assert load_pipeline()["matrix"][0]["dataset"] == "avdigits"
+
+
+def test_every_violation_is_listed_and_the_file_named(tmp_path):
+    (tmp_path / "params.yaml").write_text("data_root: data\nextract: {n_shards: 0}\n")
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        load_pipeline(tmp_path)
     text = str(err.value)
-    assert str(path) in text and "avdigits.preset" in text and "features.n_frames" in text
-    assert "'extract' is a required property" in text
+    assert str(tmp_path / "params.yaml") in text and "extract.n_shards" in text and "'matrix' is a required" in text
 
 
 def test_unreadable_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="no such parameter file"):
-        load_config(tmp_path / "nope.yaml")
-    (tmp_path / "broken.yaml").write_text("avdigits: [unclosed\n")
+        read_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("a: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
-        load_config(tmp_path / "broken.yaml")
+        read_yaml(tmp_path / "broken.yaml")
 
 
-def test_every_preset_named_in_the_schema_exists():
-    from bml.config import CONFIG_SCHEMA, read_yaml
-    from bml.data.audio import load_presets
-
-    schema = read_yaml(CONFIG_SCHEMA)["properties"]
-    assert set(schema["features"]["properties"]["audio_preset"]["enum"]) == set(load_presets())
-    presets = read_yaml(PARAMS_DIR / "datasets" / "avdigits.yaml")["presets"]
-    assert set(schema["avdigits"]["properties"]["preset"]["enum"]) == set(presets)
+def test_schema_problems_name_the_key_and_the_choices():
+    problems = schema_problems("params.schema.yaml", {**load_pipeline(), "report": {
+        "out_dir": "r", "baseline": "joint", "test": "z", "alpha": 0.05, "which": "best"}})
+    assert problems == ["key 'report.test': 'z' is not allowed; choose one of ['t', 'wilcoxon', 'permutation']"]

@@ -1,4 +1,4 @@
-"""The training core on real packed avdigits: the loop, evaluation, MLflow, checkpoints and resume."""
+"""The training core on real packed avdigits: the loop, evaluation, MLflow, checkpoints, NaN guards and resume."""
 
 from __future__ import annotations
 
@@ -7,27 +7,30 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, bml_env
+from conftest import REPO, bml_env, cell_config
 
-from bml.config import ConfigError
 from bml.data.loader import PackedSplit, epoch_order, make_loader
-from bml.methods import METHODS, Method
-from bml.train import WALL_TIMES, TrainingError, config_hash, load_splits, resolve_config, run_dir, train
+from bml.data.pack import PackedDataError
+from bml.methods import METHODS, MethodSpec
+from bml.methods.base import Method
+from bml.results import WALL_TIMES
+from bml.train import TrainingError, open_run, train
 
 QUIET = lambda _msg: None  # noqa: E731
+MODALITIES = {"audio": "audio", "visual": "frames"}
 
 
-def tiny_config(data_root, results, method="joint", fusion="concat", seed=0, epochs=3, tracking="none", sets=()):
-    config = resolve_config("avdigits", "embedded", method, fusion, seed,
-                            [f"train.epochs={epochs}", "train.probe_every=2", *sets])
-    config["data"]["packed_dir"] = str(data_root / "avdigits" / "packed")
-    config["paths"]["results_root"] = str(results)
-    config["tracking"] = {"uri": tracking, "artifacts": str(results / "mlartifacts")}
-    return config
+def tiny_config(data_root, results, method="joint", fusion="concat", seed=0, epochs=3, tracking=None, sets=()):
+    return cell_config(data_root, results, method, fusion, seed, epochs, tuple(sets), tracking)
+
+
+def packed(data_root) -> Path:
+    return data_root / "avdigits" / "embedded" / "packed"
 
 
 @pytest.fixture
@@ -46,80 +49,74 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
 
 
 def test_training_frames_are_random_sorted_and_reproducible_eval_frames_fixed(packed_avdigits):
-    packed = packed_avdigits / "avdigits" / "packed"
-    train = PackedSplit(packed, "train", 3, train=True, seed=0)
+    train = PackedSplit(packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=0)
     seen = set()
     for epoch in range(6):
         train.set_epoch(epoch)
-        idx = train.frame_indices(5)
+        idx = train.frame_indices(5, 8)
         assert idx == sorted(idx) and len(set(idx)) == 3 and max(idx) < 8
-        assert idx == train.frame_indices(5)  # no hidden state
+        assert idx == train.frame_indices(5, 8)  # no hidden state
         seen.add(tuple(idx))
     assert len(seen) > 1
-    test = PackedSplit(packed, "test", 3, train=False)
-    assert test.frame_indices(0) == test.frame_indices(7) == [1, 4, 6]
-    with pytest.raises(ValueError, match="only 8 are packed"):
-        PackedSplit(packed, "test", 9, train=False)
+    test = PackedSplit(packed(packed_avdigits), "test", MODALITIES, 3, train=False)
+    assert test.frame_indices(0, 8) == test.frame_indices(7, 8) == [1, 4, 6]
+    with pytest.raises(ValueError, match="only 8 are packed per clip for 'visual'"):
+        PackedSplit(packed(packed_avdigits), "test", MODALITIES, 9, train=False)
 
 
 def test_loader_gives_the_same_batches_with_and_without_workers(packed_avdigits):
-    ds = PackedSplit(packed_avdigits / "avdigits" / "packed", "train", 3, train=True, seed=2)
+    ds = PackedSplit(packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=2)
     a = next(iter(make_loader(ds, 16, epoch=1, num_workers=0)))
     b = next(iter(make_loader(ds, 16, epoch=1, num_workers=2)))
-    for key in ("audio", "frames", "label"):
-        assert torch.equal(a[key], b[key])
-    assert a["frames"].dtype == torch.uint8 and a["frames"].shape == (16, 3, 3, 64, 64)
-    assert a["audio"].shape == (16, 64, 100)
+    for key in ("audio", "visual"):
+        assert torch.equal(a["inputs"][key], b["inputs"][key])
+    assert torch.equal(a["label"], b["label"]) and torch.equal(a["index"], b["index"])
+    assert a["inputs"]["visual"].dtype == torch.uint8 and a["inputs"]["visual"].shape == (16, 3, 3, 64, 64)
+    assert a["inputs"]["audio"].shape == (16, 64, 100)
+
+
+def test_a_method_can_choose_the_epochs_samples(packed_avdigits):
+    ds = PackedSplit(packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=2)
+    chosen = np.array([0, 0, 5, 7, 7, 7])
+    batches = list(make_loader(ds, 4, epoch=3, indices=chosen))
+    got = sorted(torch.cat([b["index"] for b in batches]).tolist())
+    positions = sorted(torch.cat([b["position"] for b in batches]).tolist())
+    assert got == sorted(chosen.tolist()) and positions == list(range(6))
 
 
 def test_validation_split_is_disjoint_from_test_and_train(packed_avdigits, tmp_path):
-    splits = load_splits(tiny_config(packed_avdigits, tmp_path))
+    splits = open_run(tiny_config(packed_avdigits, tmp_path), torch.device("cpu")).splits
     ids = {name: set(splits[name].records["clip_id"].tolist()) for name in ("train", "val", "test")}
     assert ids["val"] and not ids["val"] & ids["test"] and not ids["val"] & ids["train"]
     assert not ids["train"] & ids["test"]
 
 
-# ---- configuration and bad input --------------------------------------------------------------------
+# ---- bad input ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (("avdigits", "nope", "joint", "concat"), "unknown protocol 'nope'; choose one of"),
-    (("avdigits", "embedded", "magic", "concat"), "unknown method 'magic'; choose one of"),
-    (("avdigits", "embedded", "joint", "bilinear"), "unknown fusion 'bilinear'; choose one of"),
-    (("avdigits", "embedded", "audio_only", "concat"), "method 'audio_only' works with fusion ['none']"),
-    (("avdigits", "embedded", "joint", "none"), "method 'joint' works with fusion"),
-])
-def test_bad_names_are_refused_with_the_choices(args, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        resolve_config(*args, seed=0)
+def test_missing_or_damaged_packed_data_is_named_before_training(packed_avdigits, tmp_path):
+    import shutil
 
-
-def test_bad_overrides_are_refused():
-    with pytest.raises(ConfigError, match="unknown key 'epoch'; choose one of"):
-        resolve_config("avdigits", "embedded", "joint", "concat", 0, ["train.epoch=3"])
-    with pytest.raises(ConfigError, match="keys start with train., method. or eval."):
-        resolve_config("avdigits", "embedded", "joint", "concat", 0, ["epochs=3"])
-    with pytest.raises(ConfigError, match="optimizer.name"):
-        resolve_config("avdigits", "embedded", "joint", "concat", 0, ["train.optimizer.name=lamb"])
-
-
-def test_missing_features_and_wrong_audio_preset_are_named(packed_avdigits, tmp_path):
     config = tiny_config(packed_avdigits, tmp_path)
-    config["data"]["packed_dir"] = str(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="nowhere/train.npy"):
+    config["paths"]["packed_dir"] = str(tmp_path / "nowhere")
+    with pytest.raises(PackedDataError, match="nowhere/train.npy: packed split not found"):
         train(config, log=QUIET)
-    config = tiny_config(packed_avdigits, tmp_path, sets=["train.audio_preset=ogm_cremad"])
-    with pytest.raises(ConfigError, match="expects audio preset 'ogm_cremad'"):
+    copy = tmp_path / "copy"
+    shutil.copytree(packed(packed_avdigits), copy)
+    data = bytearray((copy / "val.npy").read_bytes())
+    data[-100] ^= 0xFF  # same size, one byte altered
+    (copy / "val.npy").write_bytes(bytes(data))
+    config["paths"]["packed_dir"] = str(copy)
+    with pytest.raises(PackedDataError, match="val.npy: sha256 .* differs"):
         train(config, log=QUIET)
+    assert not (tmp_path / "avdigits").exists() or not any((tmp_path).rglob("checkpoint.pt"))
 
 
-def test_config_hash_ignores_speed_settings_only():
-    base = resolve_config("avdigits", "embedded", "joint", "concat", 0)
-    assert config_hash(base) == config_hash(resolve_config("avdigits", "embedded", "joint", "concat", 0,
-                                                           ["train.num_workers=4"]))
-    assert config_hash(base) != config_hash(resolve_config("avdigits", "embedded", "joint", "concat", 1))
-    assert config_hash(base) != config_hash(resolve_config("avdigits", "embedded", "joint", "concat", 0,
-                                                           ["train.optimizer.lr=0.01"]))
+def test_an_edited_configuration_is_refused(packed_avdigits, tmp_path):
+    config = tiny_config(packed_avdigits, tmp_path)
+    config["train"]["optimizer"]["lr"] = 0.5  # edited by hand after the plan resolved it: the hash no longer fits
+    with pytest.raises(TrainingError, match="hash .* does not match its values"):
+        train(config, log=QUIET)
 
 
 # ---- training ---------------------------------------------------------------------------------------
@@ -133,7 +130,7 @@ def test_audio_only_beats_chance_clearly(packed_avdigits, tmp_path):
     assert best["acc"] >= 40.0, best  # 10 classes: chance is 10 %; 24 test clips
     assert best["acc_audio"] == best["acc"] and "acc_visual" not in best
     assert 1 <= result["best_epoch"] <= 20
-    out = run_dir(result["config"])
+    out = Path(result["config"]["paths"]["run_dir"])
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "history.csv", "checkpoint.pt", "best.pt"}
 
 
@@ -147,6 +144,7 @@ def test_same_seed_gives_identical_results(packed_avdigits, tmp_path):
     for key in ("acc", "macro_f1", "map", "acc_audio", "acc_visual", "probe_audio", "probe_visual",
                 "acc_zero_audio", "acc_zero_visual", "acc_noise_audio", "acc_noise_visual", "val_acc"):
         assert 0.0 <= metrics[key] <= 100.0, key
+    assert metrics["shapley_audio"] + metrics["shapley_visual"] == pytest.approx(2 * metrics["acc"] / 100)
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(packed_avdigits, tmp_path):
@@ -158,27 +156,55 @@ def test_a_checkpoint_of_another_configuration_is_refused(packed_avdigits, tmp_p
 
 
 class NaNAtSecondEpoch(Method):
-    name = "nan_test"
-
-    def loss(self, model, out, batch, state):
-        losses = super().loss(model, out, batch, state)
-        return {"ce": losses["ce"] * float("nan")} if state.epoch == 1 else losses
+    def loss(self, model, out, batch, ctx):
+        losses = super().loss(model, out, batch, ctx)
+        return {"ce": losses["ce"] * float("nan")} if ctx.epoch == 1 else losses
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(packed_avdigits, tmp_path, monkeypatch):
-    monkeypatch.setitem(METHODS, "nan_test", NaNAtSecondEpoch)
-    config = tiny_config(packed_avdigits, tmp_path, "nan_test", "concat")
-    with pytest.raises(TrainingError, match=r"loss is nan at epoch 2.*last good checkpoint \(epoch 1\)"):
+class NaNWeightsAtLastStep(Method):
+    def after_backward(self, model, out, batch, ctx):
+        if ctx.epoch == 1 and ctx.step == ctx.steps_per_epoch - 1:
+            next(iter(model.fusion.parameters())).grad.fill_(float("nan"))
+
+
+@pytest.fixture
+def test_method(monkeypatch):
+    def register(name, cls):
+        monkeypatch.setitem(METHODS, name, MethodSpec(name, name, __name__, cls.__name__, "a test method"))
+        monkeypatch.setattr(sys.modules[__name__], cls.__name__, cls, raising=False)
+        return name
+
+    return register
+
+
+def _nan_config(packed_avdigits, tmp_path, name):
+    config = tiny_config(packed_avdigits, tmp_path)
+    config["run"]["method"] = name  # a test method's cell: resolved as joint, renamed (same hash rules)
+    from bml.plan import digest, hashed_config
+
+    config["hash"] = digest(hashed_config(config))
+    return config
+
+
+@pytest.mark.parametrize("cls, message", [
+    (NaNAtSecondEpoch, r"loss is not finite \(ce = nan\) at epoch 2, step 1; the last good checkpoint \(epoch 1\)"),
+    (NaNWeightsAtLastStep, r"weights are not finite after the optimizer step \(fusion.fc.weight\) at epoch 2, step 2"),
+])
+def test_a_nan_stops_the_run_with_bmls_message_and_keeps_the_last_good_checkpoint(packed_avdigits, tmp_path,
+                                                                                  test_method, cls, message):
+    config = _nan_config(packed_avdigits, tmp_path, test_method(cls.__name__.lower(), cls))
+    with pytest.raises(TrainingError, match=message):
         train(config, log=QUIET)
-    checkpoint = torch.load(run_dir(config) / "checkpoint.pt", weights_only=False)
+    run = Path(config["paths"]["run_dir"])
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
-    assert not (run_dir(config) / "metrics.json").exists()
+    assert not (run / "metrics.json").exists()
 
 
 def test_the_ensemble_combines_the_unimodal_runs(packed_avdigits, tmp_path):
     audio = train(tiny_config(packed_avdigits, tmp_path, "audio_only", "none"), log=QUIET)
-    with pytest.raises(TrainingError, match="visual_only/seed0/best.pt: the ensemble needs"):
+    with pytest.raises(FileNotFoundError, match="visual_only/seed0/best.pt: the ensemble needs"):
         train(tiny_config(packed_avdigits, tmp_path, "ensemble", "none"), log=QUIET)
     visual = train(tiny_config(packed_avdigits, tmp_path, "visual_only", "none"), log=QUIET)
     ensemble = train(tiny_config(packed_avdigits, tmp_path, "ensemble", "none"), log=QUIET)["test"]["best"]
@@ -191,7 +217,8 @@ def test_mlflow_run_has_params_metric_history_and_artifacts(packed_avdigits, tmp
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = train(tiny_config(packed_avdigits, tmp_path, epochs=3, tracking=uri), log=QUIET)
+    result = train(tiny_config(packed_avdigits, tmp_path, epochs=3, tracking={"uri": uri, "artifacts":
+                                                                            str(tmp_path / "art")}), log=QUIET)
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
@@ -210,38 +237,29 @@ def test_mlflow_run_has_params_metric_history_and_artifacts(packed_avdigits, tmp
 
 
 def _bml_train(project_params, data_root, results, epochs, extra=()):
+    overrides = json.dumps({"data_root": str(data_root), "tracking": {"uri": "none", "artifacts": "a"}})
     return [sys.executable, "-m", "bml.cli", "train", "--method", "joint", "--fusion", "concat", "--seed", "0",
             "--threads", "1", "--params-dir", str(project_params), "--results-root", str(results),
-            "--set", f"train.epochs={epochs}", "--set", "train.probe_every=3", *extra]
+            "--overrides", overrides, "--set", f"train.epochs={epochs}", "--set", "train.probe_every=3", *extra]
 
 
 @pytest.fixture
-def project_params(packed_avdigits, tmp_path):
-    """A params/ folder whose data_root is the packed test data and with tracking off."""
-    import shutil
-
-    import yaml
-
-    params = tmp_path / "params"
-    shutil.copytree(REPO / "params", params)
-    pipeline = yaml.safe_load((params / "params.yaml").read_text())
-    pipeline["data_root"] = str(packed_avdigits)
-    pipeline["tracking"]["uri"] = "none"
-    (params / "params.yaml").write_text(yaml.safe_dump(pipeline))
-    return params
+def project_params():
+    return REPO / "params"
 
 
-def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project_params, tmp_path,
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project_params, packed_avdigits, tmp_path,
                                                                           no_env_tracking):
     epochs = 7
-    whole = subprocess.run(_bml_train(project_params, None, tmp_path / "whole", epochs), env=bml_env(),
+    data = packed_avdigits
+    whole = subprocess.run(_bml_train(project_params, data, tmp_path / "whole", epochs), env=bml_env(),
                            capture_output=True, text=True, cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert "\r" not in whole.stderr and "it/s" not in whole.stderr  # no progress bars without a terminal
 
     cut = tmp_path / "cut"
     checkpoint = cut / "avdigits" / "embedded" / "concat" / "joint" / "seed0" / "checkpoint.pt"
-    proc = subprocess.Popen(_bml_train(project_params, None, cut, epochs), env=bml_env(), cwd=tmp_path,
+    proc = subprocess.Popen(_bml_train(project_params, data, cut, epochs), env=bml_env(), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -254,7 +272,7 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project
     assert 2 <= stopped_at < epochs, "the run was not interrupted mid-way"
     assert not (checkpoint.parent / "metrics.json").exists()
 
-    resumed = subprocess.run(_bml_train(project_params, None, cut, epochs), env=bml_env(), capture_output=True,
+    resumed = subprocess.run(_bml_train(project_params, data, cut, epochs), env=bml_env(), capture_output=True,
                              text=True, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {checkpoint.parent} after epoch {stopped_at}" in resumed.stderr
@@ -276,5 +294,5 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project
 def test_joint_training_runs_with_every_fusion_head(packed_avdigits, tmp_path, fusion):
     best = train(tiny_config(packed_avdigits, tmp_path, "joint", fusion, epochs=1), log=QUIET)["test"]["best"]
     assert 0.0 <= best["acc"] <= 100.0 and "probe_visual" in best
-    # FiLM and gated heads have no uni-modal logits: no per-modality accuracy rather than a made-up one
+    # FiLM and gated heads have no per-modality logits: no per-modality accuracy rather than a made-up one
     assert ("acc_audio" in best) == (fusion == "sum")
