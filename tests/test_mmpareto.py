@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import QUIET, tiny_config
+from conftest import cell_config
+from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
-from bml.methods.base import StepState
+from bml.methods import method_spec
+from bml.methods.base import Batch, StepContext
 from bml.methods.mmpareto import MMPareto, combine, pareto_weights
-from bml.models.fusion import ModelConfig, build_model
+from bml.models.model import ModelSpec
 from bml.train import train
+
+AV = {"audio": "audio", "visual": "frames"}
+AVF = {"audio": "audio", "visual": "frames", "flow": "flow"}
 
 
 def test_agreeing_gradients_get_equal_weights():
@@ -62,38 +67,54 @@ def test_combine_keeps_at_least_the_plain_sum_magnitude():
     assert torch.allclose(combine(g_mm, g_uni, 1.0, 0.0, 1.5), 1.5 * 2 * g_mm)
 
 
-def test_the_step_gives_encoders_the_combined_gradient_and_heads_their_own():
+@pytest.mark.parametrize("modalities", [AV, AVF], ids=["two", "three"])
+def test_the_step_gives_encoders_the_combined_gradient_and_heads_their_own(modalities):
     torch.manual_seed(0)
-    model = build_model(ModelConfig("small_cnn", "concat", 3))
-    method = MMPareto({"gamma": 1.5})
-    method.setup(model, {})
-    audio, frames = torch.randn(4, 1, 64, 100), torch.randn(4, 3, 3, 32, 32)
-    batch, state = {"label": torch.tensor([0, 1, 2, 0])}, StepState(0, 0, 1, {})
+    method = MMPareto(method_spec("mmpareto"), {"gamma": 1.5}, unit_run(modalities, n_classes=3))
+    model = method.build_model(ModelSpec("small_cnn", "concat", 3, modalities))
+    assert set(model.heads) == set(modalities)  # MMPareto's own uni-modal heads
+    shapes = {"audio": (4, 1, 64, 100), "frames": (4, 3, 3, 32, 32), "flow": (4, 3, 2, 32, 32)}
+    inputs = {m: torch.randn(shapes[kind]) for m, kind in modalities.items()}
+    batch = Batch(inputs, torch.tensor([0, 1, 2, 0]), torch.arange(4))
+    ctx = StepContext(method.run, model, torch.optim.SGD(model.parameters(), lr=0.1), 0, 0, 1)
     # the expected gradients, computed apart
-    out = model(audio, frames)
-    losses = method.loss(model, out, batch, state)
-    enc_a = list(model.audio_encoder.parameters())
-    g_mm = torch.autograd.grad(losses["mm"], enc_a, retain_graph=True)
-    g_a = torch.autograd.grad(losses["audio"], enc_a, retain_graph=True)
+    losses = method.loss(model, model(inputs), batch, ctx)
+    assert set(losses) == {"mm", *modalities}
+    expected = {}
+    for m in modalities:
+        enc = list(model.encoders[m].parameters())
+        g_mm = torch.autograd.grad(losses["mm"], enc, retain_graph=True)
+        g_m = torch.autograd.grad(losses[m], enc, retain_graph=True)
+        k0, k1 = pareto_weights(torch.cat([g.flatten() for g in g_mm]), torch.cat([g.flatten() for g in g_m]))
+        expected[m] = ([combine(a, b, k0, k1, 1.5) for a, b in zip(g_mm, g_m, strict=True)], k0)
     head_mm = torch.autograd.grad(losses["mm"], list(model.fusion.parameters()), retain_graph=True)
-    head_a = torch.autograd.grad(losses["audio"], list(model.unimodal_heads["audio"].parameters()))
-    k0, k1 = pareto_weights(torch.cat([g.flatten() for g in g_mm]), torch.cat([g.flatten() for g in g_a]))
+    heads = {
+        m: torch.autograd.grad(losses[m], list(model.heads[m].parameters()), retain_graph=True) for m in modalities
+    }
     model.zero_grad()
-    method.backward(model, method.loss(model, model(audio, frames), batch, state), state)
-    for p, gm, ga in zip(enc_a, g_mm, g_a, strict=True):
-        assert torch.allclose(p.grad, combine(gm, ga, k0, k1, 1.5), atol=1e-6)
+    method.backward(model, method.loss(model, model(inputs), batch, ctx), ctx)
+    for m, (grads, _) in expected.items():
+        for p, g in zip(model.encoders[m].parameters(), grads, strict=True):
+            assert torch.allclose(p.grad, g, atol=1e-6), m
+        # each head is trained by its own loss only
+        for p, g in zip(model.heads[m].parameters(), heads[m], strict=True):
+            assert torch.allclose(p.grad, g, atol=1e-7), m
     for p, g in zip(model.fusion.parameters(), head_mm, strict=True):
         assert torch.allclose(p.grad, g, atol=1e-7)
-    for p, g in zip(model.unimodal_heads["audio"].parameters(), head_a, strict=True):
-        assert torch.allclose(p.grad, g, atol=1e-7)
     log = method.epoch_log()
-    assert {"cosine_audio", "conflict_audio", "weight_mm_visual"} <= set(log)
-    assert log["weight_mm_audio"] == pytest.approx(k0)
+    assert {f"{k}_{m}" for k in ("cosine", "conflict", "weight_mm") for m in modalities} <= set(log)
+    assert log["weight_mm_audio"] == pytest.approx(expected["audio"][1])
 
 
 def test_a_short_run_on_tiny_avdigits_logs_the_conflicts(packed_avdigits, tmp_path):
-    result = train(tiny_config(packed_avdigits, tmp_path, "mmpareto", "concat", epochs=2), log=QUIET)
-    history = (tmp_path / "avdigits" / "embedded" / "concat" / "mmpareto" / "seed0" / "history.csv").read_text()
-    for column in ("loss_mm", "loss_audio", "loss_visual", "conflict_audio", "conflict_visual", "cosine_visual"):
-        assert column in history
+    config = cell_config(packed_avdigits, tmp_path, "mmpareto", "concat", epochs=2)
+    result = train(config, log=QUIET)
+    for row in history(config):
+        for column in ("loss_mm", "loss_audio", "loss_visual", "cosine_audio", "cosine_visual"):
+            assert column in row, column
+        for m in ("audio", "visual"):
+            assert 0.0 <= row[f"conflict_{m}"] <= 1.0 and -1.0 <= row[f"cosine_{m}"] <= 1.0
+            assert 0.0 <= row[f"weight_mm_{m}"] <= 1.0
+        # the history's loss is the sum of its terms
+        assert row["train_loss"] == pytest.approx(row["loss_mm"] + row["loss_audio"] + row["loss_visual"])
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0

@@ -6,16 +6,20 @@ import math
 
 import pytest
 import torch
-from test_train import QUIET, tiny_config
+from conftest import cell_config
+from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
-from bml.methods.base import StepState
-from bml.methods.ogm import OGM, OGMGE, modulation_coefficients
-from bml.models.fusion import ModelConfig, build_model
+from bml.config import ConfigError
+from bml.methods import method_spec
+from bml.methods.base import Batch, StepContext
+from bml.methods.ogm import OGM, OGMGE, modulate_conv_gradients, modulation_coefficients
+from bml.models.model import ModelSpec, Output, build_model
 from bml.train import train
 
 LABELS = torch.tensor([0, 0])
 AUDIO_AHEAD = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])  # p(y) = 3/4 each: s_a = 1.5
 UNSURE = torch.zeros(2, 2)  # p(y) = 1/2 each: s = 1.0
+AV = {"audio": "audio", "visual": "frames"}
 
 
 def test_equal_scores_modulate_nothing():
@@ -42,73 +46,90 @@ def test_one_modality_far_ahead_drives_its_coefficient_to_zero():
         modulation_coefficients(far, hopeless, LABELS, alpha=0.8, form="other")
 
 
-def _model_with_unit_grads():
+def _audio_dominant_model() -> tuple[torch.nn.Module, Output]:
+    """A concat model whose head makes audio dominant: z_a = (5.5, -0.5), z_v = (0.5, -0.5) for both samples."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig("small_cnn", "concat", 2))
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    return model
+    model = build_model(ModelSpec("small_cnn", "concat", 2, AV))
+    f_a, f_v = torch.zeros(2, 128), torch.zeros(2, 128)
+    with torch.no_grad():
+        model.fusion.fc.weight.zero_()
+        model.fusion.fc.bias.copy_(torch.tensor([1.0, -1.0]))  # b / 2 = (0.5, -0.5) in each modality's logits
+        f_a[:, 0] = 5.0
+        model.fusion.fc.weight[0, 0] = 1.0
+    features = {"audio": f_a, "visual": f_v}
+    return model, Output(model.fusion(features), features)
 
 
 @pytest.mark.parametrize("cls", [OGM, OGMGE])
 def test_only_4d_encoder_gradients_change_and_only_inside_the_window(cls):
     params = {"alpha": 0.8, "form": "code", "modulation_starts": 2, "modulation_ends": 3, "warmup_epochs": 0}
-    method = cls(params)
-    f_a, f_v = torch.zeros(2, 128), torch.zeros(2, 128)
-    model = _model_with_unit_grads()
-    with torch.no_grad():  # make audio dominant through the head: z_a favours class 0, z_v is flat
-        model.fusion.fc.weight.zero_()
-        model.fusion.fc.bias.copy_(torch.tensor([1.0, -1.0]))
-        f_a[:, 0] = 5.0
-        model.fusion.fc.weight[0, 0] = 1.0
-    out = {"f_a": f_a, "f_v": f_v}
-    batch = {"label": LABELS}
-    for epoch, inside in [(1, False), (2, True), (4, False)]:
+    run = unit_run(AV, n_classes=2, epochs=5)
+    method = cls(method_spec("ogm" if cls is OGM else "ogm_ge"), params, run)
+    model, out = _audio_dominant_model()
+    batch = Batch({}, LABELS, torch.arange(2))
+    # rho_a = s_a / s_v with p(y) = softmax(z)[0], the same for both samples
+    p_a = math.exp(5.5) / (math.exp(5.5) + math.exp(-0.5))
+    p_v = math.exp(0.5) / (math.exp(0.5) + math.exp(-0.5))
+    k_a = 1 - math.tanh(0.8 * p_a / p_v)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch, inside in [(1, False), (2, True), (3, True), (4, False)]:
         before = {}
         for name, p in model.named_parameters():
             p.grad = torch.randn_like(p)  # a spread-out gradient, so that OGM-GE's noise is visible
             before[name] = p.grad.clone()
-        method.after_backward(model, out, batch, StepState(epoch, 0, 1, {}))
+        method.after_backward(model, out, batch, StepContext(run, model, optimizer, epoch, 0, 1))
         for name, p in model.named_parameters():
             changed = not torch.equal(p.grad, before[name])
-            conv = p.dim() == 4 and not name.startswith("fusion")
+            conv = p.dim() == 4 and name.startswith("encoders.")
             # OGM scales the dominant (audio) encoder only; OGM-GE also adds noise to the visual one (k = 1)
-            touched = name.startswith("audio_encoder") or cls is OGMGE
+            touched = name.startswith("encoders.audio.") or cls is OGMGE
             assert changed == (inside and conv and touched), (epoch, name)
-        if inside:
-            conv_a = next(p for p in model.audio_encoder.parameters() if p.dim() == 4)
-            if cls is OGM:  # audio is dominant: scaled by k_a < 1; visual keeps k_v = 1 (unchanged)
-                name_a = next(n for n, p in model.named_parameters() if p is conv_a)
-                # z_a = (5.5, -0.5), z_v = (0.5, -0.5) for both samples: rho_a = s_a / s_v
-                p_a = math.exp(5.5) / (math.exp(5.5) + math.exp(-0.5))
-                p_v = math.exp(0.5) / (math.exp(0.5) + math.exp(-0.5))
-                rho_a = p_a / p_v
-                assert torch.allclose(conv_a.grad, before[name_a] * (1 - math.tanh(0.8 * rho_a)))
+        if inside and cls is OGM:  # OGM-GE's noise hides the scale; OGM's is exact
+            for name, p in model.encoders["audio"].named_parameters():
+                if p.dim() == 4:
+                    assert torch.allclose(p.grad, before[f"encoders.audio.{name}"] * k_a), name
     log = method.epoch_log()
-    assert log["coef_audio"] < 1.0 and log["coef_visual"] == 1.0
+    # 4 steps, 2 inside the window with k_a < 1: the history's mean coefficient says so
+    assert log["coef_audio"] == pytest.approx((1.0 + 2 * k_a + 1.0) / 4)
+    assert log["coef_visual"] == 1.0 and log["modulated_steps"] == 0.5
 
 
 def test_ogm_ge_noise_has_the_unmodulated_gradient_std():
     torch.manual_seed(1)
-    from bml.methods.ogm import modulate_conv_gradients
-
     conv = torch.nn.Conv2d(4, 64, 3)
     conv.weight.grad = torch.randn_like(conv.weight) * 3.0  # std 3
-    modulate_conv_gradients(conv, k=0.0, gaussian_noise=True)  # k = 0 leaves only the noise
-    assert conv.weight.grad.std().item() == pytest.approx(3.0, rel=0.05)
+    conv.bias.grad = torch.ones_like(conv.bias)
+    assert modulate_conv_gradients(conv, k=0.0, gaussian_noise=True) == 1  # the 4-D weight only
+    assert conv.weight.grad.std().item() == pytest.approx(3.0, rel=0.05)  # k = 0 leaves only the noise
+    assert torch.equal(conv.bias.grad, torch.ones_like(conv.bias))
+
+
+def test_ogm_refuses_a_dataset_with_other_than_two_modalities():
+    three = {"audio": "audio", "visual": "frames", "flow": "flow"}
+    method = OGM(method_spec("ogm"), {"alpha": 0.8, "form": "code"}, unit_run(three, n_classes=2))
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small_cnn", "concat", 2, three))
+    features = {m: torch.zeros(2, 128) for m in three}
+    ctx = StepContext(method.run, model, torch.optim.SGD(model.parameters(), lr=0.1), 0, 0, 1)
+    with pytest.raises(ValueError, match=r"OGM is defined for two modalities.*'flow'"):
+        method.after_backward(model, Output(model.fusion(features), features), Batch({}, LABELS, LABELS), ctx)
 
 
 @pytest.mark.parametrize("method", ["ogm", "ogm_ge"])
 def test_a_short_run_on_tiny_avdigits_logs_the_coefficients(packed_avdigits, tmp_path, method):
-    result = train(tiny_config(packed_avdigits, tmp_path, method, "concat", epochs=2), log=QUIET)
-    history = (tmp_path / "avdigits" / "embedded" / "concat" / method / "seed0" / "history.csv").read_text()
-    assert "coef_audio" in history and "coef_visual" in history
+    config = cell_config(packed_avdigits, tmp_path, method, "concat", epochs=2)
+    result = train(config, log=QUIET)
+    rows = history(config)
+    assert len(rows) == 2
+    for row in rows:
+        assert 0.0 <= row["coef_audio"] <= 1.0 and 0.0 <= row["coef_visual"] <= 1.0
+    if method == "ogm":  # params/methods/ogm.yaml: a 5-epoch warm-up, so nothing is modulated in 2 epochs
+        assert all(r["coef_audio"] == r["coef_visual"] == 1.0 and r["modulated_steps"] == 0.0 for r in rows)
+    else:  # OGM-GE modulates from the first step: some modality leads in every batch
+        assert all(min(r["coef_audio"], r["coef_visual"]) < 1.0 for r in rows)
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0
 
 
-def test_ogm_refuses_a_head_without_unimodal_logits():
-    from bml.config import ConfigError
-    from bml.train import resolve_config
-
-    with pytest.raises(ConfigError, match=r"method 'ogm_ge' works with fusion \['concat', 'sum'\]"):
-        resolve_config("avdigits", "embedded", "ogm_ge", "film", 0)
+def test_ogm_refuses_a_head_without_unimodal_logits(packed_avdigits, tmp_path):
+    with pytest.raises(ConfigError, match=r"method 'ogm_ge' works with fusion \['concat', 'sum'\] on 2 modalities"):
+        cell_config(packed_avdigits, tmp_path, "ogm_ge", "film")

@@ -7,11 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_train import QUIET, tiny_config
+from conftest import cell_config
+from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
+from bml.methods import method_spec
 from bml.methods.relearning import Relearning, blend_towards, cluster_purity, relearn_epochs, relearn_weight
-from bml.models.fusion import ModelConfig, build_model
+from bml.models.model import ModelSpec
 from bml.train import train
+
+AV = {"audio": "audio", "visual": "frames"}
+PARAMS = {"every": 20, "times": 3, "reference_epochs": 90}  # params/methods/relearning.yaml
 
 
 def _blobs(labels: list[int], spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +58,12 @@ def test_schedule_is_the_papers_at_90_epochs_and_scales():
 
 def test_blend_moves_parameters_towards_the_initial_state_and_leaves_buffers():
     torch.manual_seed(0)
-    model = build_model(ModelConfig("small_cnn", "concat", 3))
-    method = Relearning({"every": 20, "times": 3, "reference_epochs": 90})
-    method.setup(model, {"train": {"epochs": 90}})
-    enc = model.audio_encoder
+    method = Relearning(method_spec("relearning"), PARAMS, unit_run(AV, n_classes=3, epochs=90))
+    model = method.build_model(ModelSpec("small_cnn", "concat", 3, AV))
+    assert method.schedule == [20, 40, 60]  # from the run's 90 epochs
+    enc = model.encoders["audio"]
+    for name, p in enc.named_parameters():  # the state kept is the model's own initial one
+        assert torch.equal(method.initial["audio"][name], p.detach()), name
     trained = {}
     with torch.no_grad():
         for name, p in enc.named_parameters():
@@ -66,26 +73,34 @@ def test_blend_moves_parameters_towards_the_initial_state_and_leaves_buffers():
             if b.is_floating_point():
                 b.add_(1.0)
     buffers = [b.clone() for b in enc.buffers()]
+    visual = [p.detach().clone() for p in model.encoders["visual"].parameters()]
     blend_towards(enc, method.initial["audio"], 0.25)
     for name, p in enc.named_parameters():
         assert torch.allclose(p, 0.25 * method.initial["audio"][name] + 0.75 * trained[name], atol=1e-6), name
     for b, before in zip(enc.buffers(), buffers, strict=True):
         assert torch.equal(b, before)
+    assert all(torch.equal(a, b) for a, b in zip(visual, model.encoders["visual"].parameters(), strict=True))
     blend_towards(enc, method.initial["audio"], 1.0)  # w = 1: back to the start exactly
     for name, p in enc.named_parameters():
         assert torch.allclose(p, method.initial["audio"][name], atol=1e-6)
+    # what a resumed run restores: the same initial state
+    again = Relearning(method_spec("relearning"), PARAMS, unit_run(AV, n_classes=3, epochs=90))
+    again.load_state_dict(method.state_dict())
+    for m in AV:
+        for name, value in method.initial[m].items():
+            assert torch.equal(again.initial[m][name], value), (m, name)
 
 
 def test_a_short_run_on_tiny_avdigits_logs_the_diagnosis(packed_avdigits, tmp_path):
     # 3 epochs: the scaled schedule re-learns after epochs 1 and 2
-    result = train(tiny_config(packed_avdigits, tmp_path, "relearning", "concat", epochs=3), log=QUIET)
-    lines = (tmp_path / "avdigits" / "embedded" / "concat" / "relearning" / "seed0" / "history.csv"
-             ).read_text().splitlines()
-    header = lines[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    config = cell_config(packed_avdigits, tmp_path, "relearning", "concat", epochs=3)
+    result = train(config, log=QUIET)
+    rows = history(config)
     for row in rows[:2]:
-        w = float(row["relearn_weight_visual"])
-        gap = abs(float(row["purity_train_visual"]) - float(row["purity_heldout_visual"]))
-        assert w == pytest.approx(math.tanh(3.0 * gap))
-    assert rows[2]["relearn_weight_audio"] == ""  # not on the schedule
+        for m in ("audio", "visual"):
+            w = row[f"relearn_weight_{m}"]
+            gap = abs(row[f"purity_train_{m}"] - row[f"purity_heldout_{m}"])
+            assert w == pytest.approx(math.tanh(3.0 * gap))
+            assert 0.0 <= row[f"purity_heldout_{m}"] <= 1.0
+    assert "relearn_weight_audio" not in rows[2]  # not on the schedule: the cell is empty
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0

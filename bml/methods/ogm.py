@@ -7,9 +7,10 @@ defaults as restated in ../shared/METHODS.md:
 - per step, from the fusion head's uni-modal logits: s_m = sum over the batch of softmax(z_m)[y];
   rho_v = s_v / s_a, rho_a = 1 / rho_v;
 - the dominant modality m (rho_m > 1) gets k_m = 1 - tanh(alpha * relu(rho_m)), the other k = 1.
-  The authors' code applies relu to rho itself, not to rho - 1 as the paper reads, so k drops to
-  1 - tanh(alpha) as soon as rho passes 1: that is the default here (form "code"); form "paper" uses
-  relu(rho - 1);
+  The authors' code applies relu to rho itself, so k drops to 1 - tanh(alpha) as soon as rho passes 1;
+  the paper's Eq. 10 (1 - tanh(alpha * rho)) agrees: that is the default here (form "code"). Form
+  "paper" uses relu(rho - 1), which is in neither (METHODS.md): an ablation whose value name is kept
+  only because the parameter schema (workflow/schemas/methods.schema.yaml) spells it so;
 - after backward, inside the modulation window and after the warm-up, the gradients of the encoders'
   4-D (convolution) weights only are scaled by k (not BatchNorm, not the fusion head);
 - OGM-GE also adds N(0, sigma^2) to each such gradient, sigma the std of that unmodulated gradient tensor
