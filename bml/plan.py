@@ -227,8 +227,9 @@ def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
     if spec["source"]["kind"] == "generator":
         presets = source.get("settings", {}).get("presets", {})
         if source.get("preset") not in presets:
-            problems.append(f"key 'source.preset': {source.get('preset')!r} is not allowed; choose one of "
-                            f"{sorted(presets)}")
+            problems.append(
+                f"key 'source.preset': {source.get('preset')!r} is not allowed; choose one of {sorted(presets)}"
+            )
     refuse(path, "dataset", problems)
     return Dataset(
         name,

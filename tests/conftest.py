@@ -152,3 +152,14 @@ def tiny_project(
     protocol = project / "params" / "protocols" / "embedded.yaml"
     protocol.write_text(protocol.read_text().replace("epochs: 20 ", f"epochs: {epochs} "))
     return params
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests share 2 cores with each other's subprocesses: torch's default 2 threads made runs about 5x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -60,9 +60,14 @@ def test_same_seed_gives_identical_manifest_frames_and_samples(tmp_path):
     assert a.read_bytes() != c.read_bytes()
     recipe = {"span": {"start": 0.0, "duration": None}, "visual": {"fps": 10, "frames": 8, "size": 112}}
     for clip in ["avd_00000", "avd_00007"]:
-        decoded = [decode_clip(Row(clip, 0, "train", {"audio": str(p), "visual": str(p)}),
-                               {"audio": "audio", "visual": "frames"}, recipe)
-                   for p in (a.parent / "clips" / f"{clip}.mp4", b.parent / "clips" / f"{clip}.mp4")]
+        decoded = [
+            decode_clip(
+                Row(clip, 0, "train", {"audio": str(p), "visual": str(p)}),
+                {"audio": "audio", "visual": "frames"},
+                recipe,
+            )
+            for p in (a.parent / "clips" / f"{clip}.mp4", b.parent / "clips" / f"{clip}.mp4")
+        ]
         assert np.array_equal(decoded[0]["visual"], decoded[1]["visual"]) and len(decoded[0]["visual"]) >= 10
         assert np.array_equal(decoded[0]["audio"], decoded[1]["audio"]) and decoded[0]["audio"].size >= 16000
         assert (a.parent / "clips" / f"{clip}.mp4").read_bytes() == (b.parent / "clips" / f"{clip}.mp4").read_bytes()
@@ -101,9 +106,10 @@ def test_heavy_noise_hides_the_digit_in_one_frame_but_not_in_the_average(tiny_av
 
     settings = avdigits_settings("audio_dominant")
     digit = np.zeros((8, 8))
-    digit[1:7, 3:5] = 16                                        # a bar: a crude "1"
-    frames = render_frames(digit, 30, {**settings, "jitter_px": 0, "frame_jitter_px": 0},
-                           np.random.default_rng(0)).astype(float)
+    digit[1:7, 3:5] = 16  # a bar: a crude "1"
+    frames = render_frames(
+        digit, 30, {**settings, "jitter_px": 0, "frame_jitter_px": 0}, np.random.default_rng(0)
+    ).astype(float)
     size, ds = settings["size"], settings["digit_size"]
     lo, hi = (size - ds) // 2, (size + ds) // 2
     inside = np.zeros((size, size), bool)

@@ -6,16 +6,32 @@ from bml.config import ConfigError, merge, parse_value, parse_yaml, read_yaml, s
 from bml.plan import load_pipeline
 
 
-@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("1e6", 1e6), ("1.0e-4", 1e-4), ("-2E+2", -200.0),
-                                         ("12", 12), (".5", 0.5), ("0x10", 16), ("abc", "abc"), ("1_000", 1000)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 0.001),
+        ("1e6", 1e6),
+        ("1.0e-4", 1e-4),
+        ("-2E+2", -200.0),
+        ("12", 12),
+        (".5", 0.5),
+        ("0x10", 16),
+        ("abc", "abc"),
+        ("1_000", 1000),
+    ],
+)
 def test_yaml_numbers_parse_as_numbers(text, value):
     assert parse_yaml(f"x: {text}")["x"] == value
     assert type(parse_value(text)) is type(value)
 
 
 def test_command_line_values_nested_in_structures_are_typed():
-    assert typed({"n": "400", "lr": ["1e-3", "adam"], "flag": "true", "name": "x1"}) == \
-        {"n": 400, "lr": [0.001, "adam"], "flag": True, "name": "x1"}
+    assert typed({"n": "400", "lr": ["1e-3", "adam"], "flag": "true", "name": "x1"}) == {
+        "n": 400,
+        "lr": [0.001, "adam"],
+        "flag": True,
+        "name": "x1",
+    }
 
 
 def test_merge_is_deep_and_leaves_its_inputs_alone():
@@ -45,6 +61,11 @@ def test_unreadable_files_are_named(tmp_path):
 
 
 def test_schema_problems_name_the_key_and_the_choices():
-    problems = schema_problems("params.schema.yaml", {**load_pipeline(), "report": {
-        "out_dir": "r", "baseline": "joint", "test": "z", "alpha": 0.05, "which": "best"}})
+    problems = schema_problems(
+        "params.schema.yaml",
+        {
+            **load_pipeline(),
+            "report": {"out_dir": "r", "baseline": "joint", "test": "z", "alpha": 0.05, "which": "best"},
+        },
+    )
     assert problems == ["key 'report.test': 'z' is not allowed; choose one of ['t', 'wilcoxon', 'permutation']"]

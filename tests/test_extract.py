@@ -53,11 +53,27 @@ def make_bad_clips(manifest, folder):
     folder.mkdir()
     good = clip_path(manifest).read_bytes()
     (folder / "truncated.mp4").write_bytes(good[: len(good) // 3])
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(clip_path(manifest)), "-an", "-c", "copy",
-                    str(folder / "silent.mp4")], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-i",
+            str(clip_path(manifest)),
+            "-an",
+            "-c",
+            "copy",
+            str(folder / "silent.mp4"),
+        ],
+        check=True,
+    )
     (folder / "empty.mp4").write_bytes(b"")
-    return {"truncated": folder / "truncated.mp4", "silent": folder / "silent.mp4",
-            "empty": folder / "empty.mp4", "missing": folder / "missing.mp4"}
+    return {
+        "truncated": folder / "truncated.mp4",
+        "silent": folder / "silent.mp4",
+        "empty": folder / "empty.mp4",
+        "missing": folder / "missing.mp4",
+    }
 
 
 def test_probe_names_the_file_and_the_problem(tiny_avdigits, tmp_path):
@@ -88,14 +104,34 @@ def test_bad_clips_are_skipped_and_listed_and_the_others_go_on(tiny_avdigits, tm
     frames = run_shards(manifest, tmp_path / "frames", 2, frames_work(10, 2), workers=2)
     audio = run_shards(manifest, tmp_path / "audio", 2, audio_work(16000), workers=2)
     status = {r["clip_id"]: r["status"] for r in frames}
-    assert sum(s == "ok" for s in status.values()) == 3                 # two good clips + the silent one
+    assert sum(s == "ok" for s in status.values()) == 3  # two good clips + the silent one
     assert {r["clip_id"] for r in audio if r["status"] == "ok"} == {rows[0]["clip_id"], rows[5]["clip_id"]}
 
     from bml.cli import main
-    main(["spectrograms", "--audio", str(tmp_path / "audio"), "--preset", "avdigits", "--n-shards", "2",
-          "--out", str(tmp_path / "spec")])
-    summary = pack(manifest, tmp_path / "frames", tmp_path / "audio", tmp_path / "spec", tmp_path / "packed",
-                   n_frames=4, frame_size=32, log=lambda _: None)
+
+    main(
+        [
+            "spectrograms",
+            "--audio",
+            str(tmp_path / "audio"),
+            "--preset",
+            "avdigits",
+            "--n-shards",
+            "2",
+            "--out",
+            str(tmp_path / "spec"),
+        ]
+    )
+    summary = pack(
+        manifest,
+        tmp_path / "frames",
+        tmp_path / "audio",
+        tmp_path / "spec",
+        tmp_path / "packed",
+        n_frames=4,
+        frame_size=32,
+        log=lambda _: None,
+    )
     assert summary["n_packed"] == 2 and summary["n_skipped_clips"] == 4
     with (tmp_path / "packed" / "skipped.tsv").open() as f:
         skipped = list(csv.DictReader(f, delimiter="\t"))
@@ -105,7 +141,7 @@ def test_bad_clips_are_skipped_and_listed_and_the_others_go_on(tiny_avdigits, tm
     assert "no audio stream" in reasons[("silent", "audio")]
     assert "empty file" in reasons[("empty", "audio")]
     assert "file not found" in reasons[("missing", "frames")]
-    assert ("silent", "frames") not in reasons                        # its frames were fine
+    assert ("silent", "frames") not in reasons  # its frames were fine
 
 
 def test_a_clip_never_processed_is_listed_not_hidden(tiny_avdigits, tmp_path):
@@ -116,19 +152,47 @@ def test_a_clip_never_processed_is_listed_not_hidden(tiny_avdigits, tmp_path):
     assert rows  # the other shards were never run: pack must say so rather than pack silently
     run_shards(tiny_avdigits, tmp_path / "audio", 10, audio_work(16000), shards=[0])
     from bml.cli import main
-    main(["spectrograms", "--audio", str(tmp_path / "audio"), "--preset", "avdigits", "--n-shards", "10",
-          "--shard", "0", "--out", str(tmp_path / "spec")])
-    summary = pack(tiny_avdigits, tmp_path / "frames", tmp_path / "audio", tmp_path / "spec",
-                   tmp_path / "packed", n_frames=2, frame_size=16, log=lambda _: None)
+
+    main(
+        [
+            "spectrograms",
+            "--audio",
+            str(tmp_path / "audio"),
+            "--preset",
+            "avdigits",
+            "--n-shards",
+            "10",
+            "--shard",
+            "0",
+            "--out",
+            str(tmp_path / "spec"),
+        ]
+    )
+    summary = pack(
+        tiny_avdigits,
+        tmp_path / "frames",
+        tmp_path / "audio",
+        tmp_path / "spec",
+        tmp_path / "packed",
+        n_frames=2,
+        frame_size=16,
+        log=lambda _: None,
+    )
     assert summary["n_packed"] == 4 and summary["n_skipped_clips"] == 36
     text = (tmp_path / "packed" / "skipped.tsv").read_text()
     assert text.count("no frames were extracted") == 36
 
 
-@pytest.mark.parametrize("available,wanted,expected", [
-    (10, 5, [1, 3, 5, 7, 9]), (8, 8, list(range(8))), (3, 6, [0, 0, 1, 1, 2, 2]), (1, 3, [0, 0, 0]),
-    (30, 3, [5, 15, 25]),
-])
+@pytest.mark.parametrize(
+    "available,wanted,expected",
+    [
+        (10, 5, [1, 3, 5, 7, 9]),
+        (8, 8, list(range(8))),
+        (3, 6, [0, 0, 1, 1, 2, 2]),
+        (1, 3, [0, 0, 0]),
+        (30, 3, [5, 15, 25]),
+    ],
+)
 def test_select_frames_is_evenly_spaced_and_deterministic(available, wanted, expected):
     assert select_frames(available, wanted) == expected
 
@@ -137,10 +201,30 @@ def test_pack_writes_one_memory_mappable_record_file_per_split(tiny_avdigits, tm
     run_shards(tiny_avdigits, tmp_path / "frames", 3, frames_work(10, 2), workers=2)
     run_shards(tiny_avdigits, tmp_path / "audio", 3, audio_work(16000), workers=2)
     from bml.cli import main
-    main(["spectrograms", "--audio", str(tmp_path / "audio"), "--preset", "avdigits", "--n-shards", "3",
-          "--out", str(tmp_path / "spec")])
-    pack(tiny_avdigits, tmp_path / "frames", tmp_path / "audio", tmp_path / "spec", tmp_path / "packed",
-         n_frames=8, frame_size=64, log=lambda _: None)
+
+    main(
+        [
+            "spectrograms",
+            "--audio",
+            str(tmp_path / "audio"),
+            "--preset",
+            "avdigits",
+            "--n-shards",
+            "3",
+            "--out",
+            str(tmp_path / "spec"),
+        ]
+    )
+    pack(
+        tiny_avdigits,
+        tmp_path / "frames",
+        tmp_path / "audio",
+        tmp_path / "spec",
+        tmp_path / "packed",
+        n_frames=8,
+        frame_size=64,
+        log=lambda _: None,
+    )
     manifest = {r["clip_id"]: r for r in read_manifest(tiny_avdigits)}
     sizes = {}
     for split in ("train", "val", "test"):
@@ -161,6 +245,7 @@ def test_pack_writes_one_memory_mappable_record_file_per_split(tiny_avdigits, tm
     cid = str(records[0]["clip_id"])
     shard = next(p for p in (tmp_path / "frames").glob("shard*") if (p / cid).is_dir())
     from bml.data.pack import load_frame
+
     files = list_frames(shard / cid)
     assert np.array_equal(records[0]["frames"][0], load_frame(files[select_frames(len(files), 8)[0]], 64))
     shutil.rmtree(tmp_path / "frames")

@@ -12,18 +12,16 @@ from bml.data import speech
 def _f0(wave: np.ndarray, sample_rate: int) -> float:
     """Rough pitch (Hz) of the loudest 40 ms frame, from its autocorrelation peak in 60-400 Hz."""
     n = int(0.04 * sample_rate)
-    frames = [wave[i:i + n] for i in range(0, len(wave) - n, n // 2)]
+    frames = [wave[i : i + n] for i in range(0, len(wave) - n, n // 2)]
     frame = max(frames, key=lambda f: float(np.sum(f**2)))
     frame = frame - frame.mean()
-    ac = np.correlate(frame, frame, "full")[n - 1:]
+    ac = np.correlate(frame, frame, "full")[n - 1 :]
     lo, hi = sample_rate // 400, sample_rate // 60
     return sample_rate / (lo + int(np.argmax(ac[lo:hi])))
 
 
 def test_public_constants():
-    assert speech.DIGIT_WORDS == (
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"
-    )
+    assert speech.DIGIT_WORDS == ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
     assert len(speech.VOICES) >= 8 and len(set(speech.VOICES)) == len(speech.VOICES)
 
 
@@ -93,8 +91,7 @@ def test_bad_arguments():
 def test_same_samples_in_worker_processes(method):
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} start method here")
-    jobs = [(0, "en", 170, 50), (5, "gmw/en-GB-x-rp+f4", 220, 70), (8, "en+croak", 140, 30),
-            (2, "en+klatt", 170, 50)]
+    jobs = [(0, "en", 170, 50), (5, "gmw/en-GB-x-rp+f4", 220, 70), (8, "en+croak", 140, 30), (2, "en+klatt", 170, 50)]
     with multiprocessing.get_context(method).Pool(2) as pool:
         in_workers = pool.starmap(speech.speak_digit, jobs)
     for job, (wave, sample_rate) in zip(jobs, in_workers, strict=True):
@@ -131,7 +128,15 @@ def test_command_fallback_when_library_is_missing(monkeypatch, tmp_path):
     wave, rate = speech.speak_digit(6, voice="en-gb-x-gbclan+f1", rate=200, pitch=60)
     assert rate == sample_rate and np.array_equal(wave, expected)
     assert (tmp_path / "args").read_text().split() == [
-        "-v", "en-gb-x-gbclan+f1", "-s", "200", "-p", "60", "--stdout", "--", "six"
+        "-v",
+        "en-gb-x-gbclan+f1",
+        "-s",
+        "200",
+        "-p",
+        "60",
+        "--stdout",
+        "--",
+        "six",
     ]
 
 

@@ -124,8 +124,9 @@ def test_an_edited_configuration_is_refused(packed_avdigits, tmp_path):
 
 def test_audio_only_beats_chance_clearly(packed_avdigits, tmp_path):
     # 84 training clips: batches of 16 give the embedded protocol enough steps (about 6 s on 2 cores)
-    result = train(tiny_config(packed_avdigits, tmp_path, "audio_only", "none", epochs=20,
-                               sets=["train.batch_size=16"]), log=QUIET)
+    result = train(
+        tiny_config(packed_avdigits, tmp_path, "audio_only", "none", epochs=20, sets=["train.batch_size=16"]), log=QUIET
+    )
     best = result["test"]["best"]
     assert best["acc"] >= 40.0, best  # 10 classes: chance is 10 %; 24 test clips
     assert best["acc_audio"] == best["acc"] and "acc_visual" not in best
@@ -141,8 +142,20 @@ def test_same_seed_gives_identical_results(packed_avdigits, tmp_path):
     assert first["test"] == second["test"]
     assert first["test"] != other["test"]
     metrics = first["test"]["best"]
-    for key in ("acc", "macro_f1", "map", "acc_audio", "acc_visual", "probe_audio", "probe_visual",
-                "acc_zero_audio", "acc_zero_visual", "acc_noise_audio", "acc_noise_visual", "val_acc"):
+    for key in (
+        "acc",
+        "macro_f1",
+        "map",
+        "acc_audio",
+        "acc_visual",
+        "probe_audio",
+        "probe_visual",
+        "acc_zero_audio",
+        "acc_zero_visual",
+        "acc_noise_audio",
+        "acc_noise_visual",
+        "val_acc",
+    ):
         assert 0.0 <= metrics[key] <= 100.0, key
     assert metrics["shapley_audio"] + metrics["shapley_visual"] == pytest.approx(2 * metrics["acc"] / 100)
 
@@ -151,8 +164,7 @@ def test_a_checkpoint_of_another_configuration_is_refused(packed_avdigits, tmp_p
     train(tiny_config(packed_avdigits, tmp_path, epochs=1), log=QUIET)
     with pytest.raises(TrainingError, match="checkpoint of another configuration.*--restart"):
         train(tiny_config(packed_avdigits, tmp_path, epochs=1, sets=["train.optimizer.lr=0.01"]), log=QUIET)
-    train(tiny_config(packed_avdigits, tmp_path, epochs=1, sets=["train.optimizer.lr=0.01"]), restart=True,
-          log=QUIET)
+    train(tiny_config(packed_avdigits, tmp_path, epochs=1, sets=["train.optimizer.lr=0.01"]), restart=True, log=QUIET)
 
 
 class NaNAtSecondEpoch(Method):
@@ -186,12 +198,19 @@ def _nan_config(packed_avdigits, tmp_path, name):
     return config
 
 
-@pytest.mark.parametrize("cls, message", [
-    (NaNAtSecondEpoch, r"loss is not finite \(ce = nan\) at epoch 2, step 1; the last good checkpoint \(epoch 1\)"),
-    (NaNWeightsAtLastStep, r"weights are not finite after the optimizer step \(fusion.fc.weight\) at epoch 2, step 2"),
-])
-def test_a_nan_stops_the_run_with_bmls_message_and_keeps_the_last_good_checkpoint(packed_avdigits, tmp_path,
-                                                                                  test_method, cls, message):
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (NaNAtSecondEpoch, r"loss is not finite \(ce = nan\) at epoch 2, step 1; the last good checkpoint \(epoch 1\)"),
+        (
+            NaNWeightsAtLastStep,
+            r"weights are not finite after the optimizer step \(fusion.fc.weight\) at epoch 2, step 2",
+        ),
+    ],
+)
+def test_a_nan_stops_the_run_with_bmls_message_and_keeps_the_last_good_checkpoint(
+    packed_avdigits, tmp_path, test_method, cls, message
+):
     config = _nan_config(packed_avdigits, tmp_path, test_method(cls.__name__.lower(), cls))
     with pytest.raises(TrainingError, match=message):
         train(config, log=QUIET)
@@ -217,8 +236,10 @@ def test_mlflow_run_has_params_metric_history_and_artifacts(packed_avdigits, tmp
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = train(tiny_config(packed_avdigits, tmp_path, epochs=3, tracking={"uri": uri, "artifacts":
-                                                                            str(tmp_path / "art")}), log=QUIET)
+    result = train(
+        tiny_config(packed_avdigits, tmp_path, epochs=3, tracking={"uri": uri, "artifacts": str(tmp_path / "art")}),
+        log=QUIET,
+    )
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
@@ -238,9 +259,31 @@ def test_mlflow_run_has_params_metric_history_and_artifacts(packed_avdigits, tmp
 
 def _bml_train(project_params, data_root, results, epochs, extra=()):
     overrides = json.dumps({"data_root": str(data_root), "tracking": {"uri": "none", "artifacts": "a"}})
-    return [sys.executable, "-m", "bml.cli", "train", "--method", "joint", "--fusion", "concat", "--seed", "0",
-            "--threads", "1", "--params-dir", str(project_params), "--results-root", str(results),
-            "--overrides", overrides, "--set", f"train.epochs={epochs}", "--set", "train.probe_every=3", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "bml.cli",
+        "train",
+        "--method",
+        "joint",
+        "--fusion",
+        "concat",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--params-dir",
+        str(project_params),
+        "--results-root",
+        str(results),
+        "--overrides",
+        overrides,
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        "train.probe_every=3",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -248,19 +291,31 @@ def project_params():
     return REPO / "params"
 
 
-def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project_params, packed_avdigits, tmp_path,
-                                                                          no_env_tracking):
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(
+    project_params, packed_avdigits, tmp_path, no_env_tracking
+):
     epochs = 7
     data = packed_avdigits
-    whole = subprocess.run(_bml_train(project_params, data, tmp_path / "whole", epochs), env=bml_env(),
-                           capture_output=True, text=True, cwd=tmp_path)
+    whole = subprocess.run(
+        _bml_train(project_params, data, tmp_path / "whole", epochs),
+        env=bml_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert "\r" not in whole.stderr and "it/s" not in whole.stderr  # no progress bars without a terminal
 
     cut = tmp_path / "cut"
     checkpoint = cut / "avdigits" / "embedded" / "concat" / "joint" / "seed0" / "checkpoint.pt"
-    proc = subprocess.Popen(_bml_train(project_params, data, cut, epochs), env=bml_env(), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _bml_train(project_params, data, cut, epochs),
+        env=bml_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= 2:
@@ -272,8 +327,9 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(project
     assert 2 <= stopped_at < epochs, "the run was not interrupted mid-way"
     assert not (checkpoint.parent / "metrics.json").exists()
 
-    resumed = subprocess.run(_bml_train(project_params, data, cut, epochs), env=bml_env(), capture_output=True,
-                             text=True, cwd=tmp_path)
+    resumed = subprocess.run(
+        _bml_train(project_params, data, cut, epochs), env=bml_env(), capture_output=True, text=True, cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {checkpoint.parent} after epoch {stopped_at}" in resumed.stderr
 

@@ -67,6 +67,7 @@ _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"Stream #(\d+):(\d+)\S*: (Video|Audio): (.*)$", re.M)
 _FPS = re.compile(r"([\d.]+) fps")
 _RATE = re.compile(r"(\d+) Hz")
+_SIZE = re.compile(r", (\d{2,5})x(\d{2,5})")
 _SUMMARY = re.compile(
     r"Input stream #(\d+):(\d+) \((video|audio)\): \d+ packets read \(\d+ bytes\); "
     r"(\d+) frames decoded; (\d+) decode errors(?:; \((\d+) samples\))?"
@@ -78,6 +79,8 @@ class InputInfo:
     path: str
     duration: float | None = None
     fps: float | None = None  # first video stream
+    width: int | None = None
+    height: int | None = None
     sample_rate: int | None = None  # first audio stream
     has_video: bool = False
     has_audio: bool = False
@@ -98,6 +101,8 @@ def read_inputs(text: str) -> dict[int, InputInfo]:
             if kind == "Video" and not info.has_video:
                 info.has_video = True
                 info.fps = float(f.group(1)) if (f := _FPS.search(desc)) else None
+                if (size := _SIZE.search(desc)) is not None:
+                    info.width, info.height = int(size.group(1)), int(size.group(2))
             elif kind == "Audio" and not info.has_audio:
                 info.has_audio = True
                 info.sample_rate = int(r.group(1)) if (r := _RATE.search(desc)) else None
