@@ -231,6 +231,12 @@ $(log_tail "$STATE_DIR/log/slurmd.err")$(log_tail "$STATE_DIR/log/slurmd.log")"
 
 stop() {
     stop_slurm
+    # Without its controller, every SLURM client waits out MessageTimeout (about 9 s) before failing; the
+    # Snakemake SLURM plugin asks `scontrol show config` when it is imported, so every `snakemake` would pay
+    # that. With no slurm.conf the clients fail at once: remove the one this script wrote.
+    if [[ -f $CONF ]] && [[ $(head -n 1 "$CONF") == "# Written by bml scripts/slurm-cluster.sh"* ]]; then
+        rm -f "$CONF"
+    fi
     if [[ -f $STATE_DIR/munged.ours ]]; then
         stop_daemon $MUNGE_PID munged
         rm -f "$STATE_DIR/munged.ours"
