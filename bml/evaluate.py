@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, f1_score
 from torch import nn
 
 from bml.data.loader import PackedSplit, make_loader
@@ -77,17 +76,38 @@ def collect(
     return found
 
 
+def macro_f1(labels: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> float:
+    """Mean over `classes` of 2 TP / (2 TP + FP + FN), 0 where a class is never predicted nor present
+    (scikit-learn's f1_score(average="macro", labels=classes); numpy here, to spare each run importing sklearn)."""
+    scores = []
+    for c in classes:
+        tp = np.sum((pred == c) & (labels == c))
+        wrong = np.sum((pred == c) != (labels == c))
+        scores.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return float(np.mean(scores))
+
+
+def average_precision(relevant: np.ndarray, score: np.ndarray) -> float:
+    """Sum over score thresholds of (R_n - R_{n-1}) P_n, ties sharing one threshold (scikit-learn's
+    average_precision_score for one class)."""
+    order = np.argsort(-score, kind="mergesort")
+    score, relevant = score[order], relevant[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the last index of each distinct score
+    tp = np.cumsum(relevant)[last]
+    precision, recall = tp / (last + 1), tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro-F1 and mAP, in percent."""
+    """Accuracy, macro-F1 and mAP (over the classes present), in percent."""
     pred = logits.argmax(1)
     shifted = np.exp(logits - logits.max(1, keepdims=True))
     probs = shifted / shifted.sum(1, keepdims=True)
     present = np.unique(labels)
-    onehot = (labels[:, None] == present[None, :]).astype(int)
     return {
         "acc": 100.0 * float((pred == labels).mean()),
-        "macro_f1": 100.0 * float(f1_score(labels, pred, average="macro", labels=present)),
-        "map": 100.0 * float(average_precision_score(onehot, probs[:, present], average="macro")),
+        "macro_f1": 100.0 * macro_f1(labels, pred, present),
+        "map": 100.0 * float(np.mean([average_precision(labels == c, probs[:, c]) for c in present])),
     }
 
 
@@ -247,9 +267,12 @@ def evaluate_model(
     seed: int,
     n_classes: int,
     extra: Callable[[dict], dict] | None = None,
+    collected: dict[str, dict] | None = None,
 ) -> dict[str, float]:
-    """Every final metric of one model on the test split (probes fit on train, C chosen on val)."""
-    found = {name: collect(model, predict, ds, device, prepare) for name, ds in splits.items()}
+    """Every final metric of one model on the test split (probes fit on train, C chosen on val). `collected`:
+    splits already collected from this very model (the last epoch's validation), not collected again."""
+    collected = collected or {}
+    found = {name: collected.get(name) or collect(model, predict, ds, device, prepare) for name, ds in splits.items()}
     test = found["test"]
     metrics = classification_metrics(test["logits"], test["label"])
     metrics.update(modality_accuracies(test))

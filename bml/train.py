@@ -159,7 +159,7 @@ def train(
         "config_hash": chash,
     }
 
-    def final_metrics(m: torch.nn.Module) -> dict[str, float]:
+    def final_metrics(m: torch.nn.Module, collected: dict | None = None) -> dict[str, float]:
         return evaluate_model(
             m,
             method.predict,
@@ -170,6 +170,7 @@ def train(
             run_cfg["seed"],
             run.n_classes,
             extra=method.evaluations,
+            collected=collected,
         )
 
     if not spec.trains:  # the ensemble: evaluate the runs it combines
@@ -279,7 +280,7 @@ def train(
 
             due = tcfg["probe_every"] > 0 and ((epoch + 1) % tcfg["probe_every"] == 0 or epoch + 1 == tcfg["epochs"])
             try:
-                val = _validate(model, collect_split, config, run.n_classes, due, phases)
+                val, last_collected = _validate(model, collect_split, config, run.n_classes, due, phases)
             except NonFiniteError as err:
                 raise stop(str(err), epoch, None) from None
             row = {
@@ -327,7 +328,13 @@ def train(
             )
 
         last_epoch = history[-1]["epoch"] if history else tcfg["epochs"]
-        final = {"last": phases.timed("final_evaluation", final_metrics, model)}
+        # the last epoch's validation already collected val (and train, probes being due) from this model
+        reuse = (
+            last_collected
+            if history and history[-1]["epoch"] == tcfg["epochs"] and start_epoch < tcfg["epochs"]
+            else None
+        )
+        final = {"last": phases.timed("final_evaluation", final_metrics, model, reuse)}
         if best["epoch"] == last_epoch:  # the best checkpoint is the model in hand: one evaluation serves both
             final["best"] = final["last"]
         else:
@@ -361,13 +368,15 @@ def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Sampl
 
 def _validate(
     model: torch.nn.Module, collect_split: Callable, config: dict, n_classes: int, with_probes: bool, phases: Phases
-) -> dict[str, float]:
-    """Validation metrics of one epoch (never test): accuracy, per-modality accuracy, probes when due."""
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Validation metrics of one epoch (never test): accuracy, per-modality accuracy, probes when due; and what
+    was collected ({"val": ..., "train": ...}), which the final evaluation of this same model reuses."""
     found = phases.timed("validation", collect_split, model, "val")
     metrics = {f"val_{k}": v for k, v in classification_metrics(found["logits"], found["label"]).items()}
     metrics.update({f"val_{k}": v for k, v in modality_accuracies(found).items()})
+    collected = {"val": found}
     if with_probes:
-        train = phases.timed("probes", collect_split, model, "train_eval")
+        collected["train"] = train = phases.timed("probes", collect_split, model, "train_eval")
         ev = config["eval"]
         metrics.update(
             {
@@ -377,4 +386,4 @@ def _validate(
                 ).items()
             }
         )
-    return metrics
+    return metrics, collected

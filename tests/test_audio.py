@@ -14,7 +14,7 @@ DOCUMENTED_SHAPES = {
     "ogm_cremad": (257, 188),
     "ogm_vggsound": (129, 626),
     "ks_fbank": (1024, 128),
-    "avdigits": (64, 100),
+    "avdigits": (64, 50),
 }
 
 

@@ -202,3 +202,23 @@ def test_probe_time_on_avdigits_sized_features(capsys):
     # a regression guard only, far above the 0.1-0.3 s measured on the shared 2-core machine: two threads
     # there took 1.3-4.3 s (bml/evaluate.py: _one_thread)
     assert min(times) < 2.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_f1_and_map_equal_scikit_learns(seed):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    from bml.evaluate import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 6, 200)
+    labels[labels == 5] = 4  # a class never present
+    logits = rng.normal(size=(200, 6)) + 2.0 * np.eye(6)[labels] * rng.random((200, 1))
+    logits[:20] = np.round(logits[:20])  # ties between scores
+    ours = classification_metrics(logits, labels)
+    present = np.unique(labels)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    onehot = (labels[:, None] == present[None, :]).astype(int)
+    assert ours["macro_f1"] == pytest.approx(100 * f1_score(labels, logits.argmax(1), average="macro", labels=present))
+    assert ours["map"] == pytest.approx(100 * average_precision_score(onehot, probs[:, present], average="macro"))

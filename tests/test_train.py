@@ -71,8 +71,8 @@ def test_loader_gives_the_same_batches_with_and_without_workers(packed_avdigits)
     for key in ("audio", "visual"):
         assert torch.equal(a["inputs"][key], b["inputs"][key])
     assert torch.equal(a["label"], b["label"]) and torch.equal(a["index"], b["index"])
-    assert a["inputs"]["visual"].dtype == torch.uint8 and a["inputs"]["visual"].shape == (16, 3, 3, 64, 64)
-    assert a["inputs"]["audio"].shape == (16, 64, 100)
+    assert a["inputs"]["visual"].dtype == torch.uint8 and a["inputs"]["visual"].shape == (16, 3, 3, 32, 32)
+    assert a["inputs"]["audio"].shape == (16, 64, 50)
 
 
 def test_a_method_can_choose_the_epochs_samples(packed_avdigits):
@@ -128,7 +128,9 @@ def test_audio_only_beats_chance_clearly(packed_avdigits, tmp_path):
         tiny_config(packed_avdigits, tmp_path, "audio_only", "none", epochs=20, sets=["train.batch_size=16"]), log=QUIET
     )
     best = result["test"]["best"]
-    assert best["acc"] >= 40.0, best  # 10 classes: chance is 10 %; 24 test clips
+    # 10 classes: chance is 10 %; at chance, 6 or more right of 24 test clips has probability 0.03, so a run that
+    # learned nothing fails this
+    assert best["acc"] >= 25.0, best
     assert best["acc_audio"] == best["acc"] and "acc_visual" not in best
     assert 1 <= result["best_epoch"] <= 20
     out = Path(result["config"]["paths"]["run_dir"])

@@ -8,7 +8,7 @@ Each recipe is a named preset in params/audio_presets.yaml, where every constant
 - ks_fbank: Kinetics-Sounds loader of the BML TPAMI 2024 code, after AST (Gong et al., 2021): 16 kHz,
   128-bin Kaldi fbank, 1024 frames, (x - mean) / (2 std) -> 1024 x 128 (time x mel, AST's orientation).
 - avdigits: the project's embedded dataset (../shared/AVDIGITS.md): 16 kHz, 3 s, 64-mel log power
-  spectrogram, 100 frames of 30 ms -> 64 x 100 (mel x time).
+  spectrogram, 50 frames of 60 ms -> 64 x 50 (mel x time).
 
 Each recipe is two steps so a shard's clips run in batches (`spectrograms`): `<kind>_prepare` makes one clip a
 fixed-length waveform (tile, crop, pad; after resampling), then `<kind>` turns a stacked (B, n) batch into

@@ -177,6 +177,7 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, settings: dict
         vcodec="libx264",
         pix_fmt="yuv420p",
         crf=settings["crf"],
+        preset=settings["x264_preset"],
         acodec="aac",
         audio_bitrate="64k",
         t=n / settings["fps"],
