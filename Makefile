@@ -7,31 +7,41 @@ FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $
 # The bootstrap python is the one found before .venv/bin goes first on PATH.
 BOOT_PY := PATH="$(PATH)" python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# A killed run leaves Snakemake's lock behind; with no snakemake of this folder still running, lift it first
+UNLOCK := if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ] && ! pgrep -f "snakemake.*$(CURDIR)" >/dev/null; then \
+	echo "make: lifting the lock a killed run left (snakemake --unlock)"; snakemake --unlock >/dev/null; fi
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run run-all test bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(BOOT_PY) -m uv --version >/dev/null 2>&1 || $(BOOT_PY) -m pip install --quiet uv
 	@[ -x $(VENV)/bin/python ] || $(BOOT_PY) -m uv venv -p python3.11 $(VENV)
-	$(BOOT_PY) -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test]'
+	$(BOOT_PY) -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test,slurm]'
 	@touch $(STAMP)
 
-# The main job: the whole pipeline on the embedded dataset.
+# The main job: the whole pipeline on the embedded dataset (profiles/default applies by itself).
 run: setup
+	@$(UNLOCK)
 	snakemake
+
+# Every method with every fusion head it works with (params/params.yaml: matrices.all).
+run-all: setup
+	@$(UNLOCK)
+	snakemake --config matrix=all
 
 test: setup
 	pytest
 
 bench: setup
 	python benchmarks/extract_throughput.py
-	python benchmarks/train_step.py --steps 60 --threads 2
-	python benchmarks/method_cost.py --rounds 8 --threads 2
+	python benchmarks/run_phases.py
+	python benchmarks/plan_overhead.py
+	python benchmarks/method_cost.py --rounds 8 --threads 1
 
 lint: setup
 	ruff check .
 
 clean:
-	rm -rf data .snakemake
+	rm -rf data .snakemake .bml

@@ -449,7 +449,12 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
     layout = Layout(pipeline["data_root"], pipeline["results_root"], pipeline["report"]["out_dir"])
     datasets: dict[str, Dataset] = {}
     cells: list[Cell] = []
-    for i, block in enumerate(pipeline["matrix"]):
+    if pipeline["matrix"] not in pipeline["matrices"]:
+        raise ConfigError(
+            f"params/params.yaml: key 'matrix': {pipeline['matrix']!r} is not one of the matrices "
+            f"{sorted(pipeline['matrices'])}"
+        )
+    for i, block in enumerate(pipeline["matrices"][pipeline["matrix"]]):
         name = block["dataset"]
         if name not in datasets:
             datasets[name] = load_dataset(name, params_dir, pipeline)

@@ -140,10 +140,13 @@ def tiny_project(
     params = load_pipeline(project / "params")
     params["datasets"] = {"avdigits": {"n_clips": n_clips, "seed": 1}, **(datasets or {})}
     params["extract"]["n_shards"] = 2
-    params["matrix"] = [
-        {"dataset": "avdigits", "protocol": "embedded", "seeds": [0], "runs": runs or TINY_RUNS},
-        *(extra_blocks or []),
-    ]
+    params["matrices"] = {
+        "tiny": [
+            {"dataset": "avdigits", "protocol": "embedded", "seeds": [0], "runs": runs or TINY_RUNS},
+            *(extra_blocks or []),
+        ]
+    }
+    params["matrix"] = "tiny"
     params["evaluation"]["probe_cs"] = [0.1, 1.0]
     params["evaluation"]["probe_max_iter"] = 50
     import yaml

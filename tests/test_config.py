@@ -41,7 +41,8 @@ def test_merge_is_deep_and_leaves_its_inputs_alone():
 
 
 def test_the_shipped_params_are_valid():
-    assert load_pipeline()["matrix"][0]["dataset"] == "avdigits"
+    pipeline = load_pipeline()
+    assert pipeline["matrices"][pipeline["matrix"]][0]["dataset"] == "avdigits"
 
 
 def test_every_violation_is_listed_and_the_file_named(tmp_path):
@@ -49,7 +50,7 @@ def test_every_violation_is_listed_and_the_file_named(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_pipeline(tmp_path)
     text = str(err.value)
-    assert str(tmp_path / "params.yaml") in text and "extract.n_shards" in text and "'matrix' is a required" in text
+    assert str(tmp_path / "params.yaml") in text and "extract.n_shards" in text and "'matrices' is a required" in text
 
 
 def test_unreadable_files_are_named(tmp_path):

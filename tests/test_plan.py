@@ -50,7 +50,7 @@ def test_every_stage_name_of_dvc_yaml_is_readable_and_stable():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert "train-avdigits-embedded-ogm_ge-concat-s0" in stages and "report" in stages and "plan" in stages
     train = stages["train-avdigits-embedded-ogm_ge-concat-s0"]
-    assert train["cmd"] == "bml train --cell avdigits-embedded-ogm_ge-concat-s0"
+    assert train["cmd"] == "bml train --cell avdigits-embedded-ogm_ge-concat-s0 --threads 1"
     assert ".bml/plan/cell-avdigits-embedded-ogm_ge-concat-s0.json" in train["deps"]
     assert {"results/avdigits/embedded/concat/ogm_ge/seed0/checkpoint.pt": {"persist": True}} in train["outs"]
     ensemble = stages["train-avdigits-embedded-ensemble-none-s1"]
@@ -104,7 +104,7 @@ def _edit(path, change):
 
 
 def _block(**kw):
-    return lambda p: p["matrix"].__setitem__(0, {**p["matrix"][0], **kw})
+    return lambda p: p["matrices"][p["matrix"]].__setitem__(0, {**p["matrices"][p["matrix"]][0], **kw})
 
 
 @pytest.mark.parametrize(
