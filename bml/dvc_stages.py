@@ -102,7 +102,7 @@ def stages(plan: Plan) -> dict:
     for c in plan.cells:
         run = c.run_dir
         stage = {
-            "cmd": f"bml train --cell {c.name}",
+            "cmd": f"bml train --cell {c.name} --threads 1",  # as the Snakemake rule: CPU numbers depend on it
             "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), *c.code]
             + [f"{by_name[r].run_dir}/metrics.json" for r in c.requires],
         }
