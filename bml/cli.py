@@ -187,6 +187,40 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{name}:\n" + "\n".join(f"  {line}" for line in adapter(name).EXPECTS.strip().splitlines()))
 
 
+def cmd_check_dataset(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from bml.config import ConfigError
+    from bml.data.adapters import list_release
+    from bml.plan import load_dataset, load_pipeline
+
+    pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
+    dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
+    if dataset.generated:
+        raise ConfigError(f"dataset {args.dataset!r} is generated (bml manifest makes it), not read from a release")
+    root = args.root or dataset.source.get("root")
+    if not root:
+        raise ConfigError(f"no root for {args.dataset!r}: pass --root DIR or set datasets.{args.dataset}.root in "
+                          f"params/params.yaml")
+    settings = {k: v for k, v in dataset.source.items() if k != "kind"}
+    try:
+        listing = list_release(dataset.source["adapter"], root, {**settings, "root": root})
+    except ValueError as err:  # LayoutError: the root is not the release
+        print(f"bml check-dataset: {root} is not a usable {args.dataset} release:\n{err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    counts = Counter(c.split for c in listing.clips)
+    kinds = Counter(s.reason.split(":")[0] for s in listing.skipped)
+    print(f"{args.dataset} at {root}: {len(listing.clips)} usable clips "
+          f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
+          f"{len(listing.skipped)} left out" + (f" ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})"
+                                                 if kinds else ""))
+    for skip in listing.skipped:
+        print(f"  skip {skip.clip_id}: {skip.reason}")
+    if listing.skipped:
+        print(f"({len(listing.skipped)} clips left out; media are checked when extracted: bml extract lists any that "
+              f"fail to decode in skipped.tsv)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bml.config import PARAMS_DIR
 
@@ -272,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="the real datasets bml reads, and what each expects on disk")
     p.set_defaults(func=cmd_datasets)
+
+    p = planned(sub.add_parser("check-dataset", help="read a release tree: usable clips per split, every clip left "
+                               "out and why; extracts nothing"), False)
+    p.add_argument("dataset")
+    p.add_argument("--root", default=None, help="the release folder (default: the dataset's configured root)")
+    p.set_defaults(func=cmd_check_dataset)
     return parser
 
 

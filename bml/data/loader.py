@@ -25,14 +25,53 @@ from bml.data.extract import select_frames
 from bml.data.pack import open_split
 
 FRAME_KINDS = ("frames", "flow")
+AUGMENTS = ("none", "random_resized_crop_flip")
+
+
+def random_resized_crop_flip(frames: np.ndarray, rng: np.random.Generator, scale: tuple[float, float] = (0.08, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """The papers' training transform, RandomResizedCrop(S) + RandomHorizontalFlip (OGM-GE's loaders; torchvision's
+    defaults for scale and ratio), on each frame (T, 3, S, S) uint8 on its own, drawn from `rng` (seeded by
+    (seed, epoch, sample)) so a resumed run crops alike. The crop is drawn as torchvision does: up to 10 tries of
+    an area share and a log-uniform aspect ratio, else the central crop of the nearest allowed ratio."""
+    import torch
+    from torchvision.transforms.v2.functional import resized_crop
+
+    out = np.empty_like(frames)
+    size = frames.shape[-1]
+    for t, frame in enumerate(frames):
+        h = w = size
+        for _ in range(10):
+            area = size * size * rng.uniform(*scale)
+            aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+            w, h = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+            if 0 < w <= size and 0 < h <= size:
+                top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+                break
+        else:
+            h = w = size
+            top = left = 0
+        crop = resized_crop(torch.from_numpy(np.ascontiguousarray(frame)), top, left, h, w, [size, size], antialias=True)
+        out[t] = crop.flip(-1).numpy() if rng.random() < 0.5 else crop.numpy()
+    return out
 
 
 class PackedSplit(Dataset):
     """One packed split; `split[indices]` is a batch: {"inputs": {modality: tensor}, "label", "index"}."""
 
     def __init__(
-        self, packed_dir: str | Path, split: str, modalities: dict[str, str], n_frames: int, train: bool, seed: int = 0
+        self,
+        packed_dir: str | Path,
+        split: str,
+        modalities: dict[str, str],
+        n_frames: int,
+        train: bool,
+        seed: int = 0,
+        augment: str = "none",
     ) -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown frame augmentation {augment!r}; choose one of {AUGMENTS}")
+        self.augment = augment if train else "none"  # test-time frames are the stored ones (resized at extraction)
         self.records, self.meta = open_split(packed_dir, split)
         self.path = Path(packed_dir) / f"{split}.npy"
         self.modalities = {m: k for m, k in modalities.items() if m in self.records.dtype.names}
@@ -71,7 +110,11 @@ class PackedSplit(Dataset):
             record = self.records[i]
             for m, kind in self.modalities.items():
                 value = record[m]
-                inputs[m].append(value[self.frame_indices(i, len(value))] if kind in FRAME_KINDS else value)
+                if kind in FRAME_KINDS:
+                    value = value[self.frame_indices(i, len(value))]
+                    if self.augment != "none" and kind == "frames":
+                        value = random_resized_crop_flip(value, np.random.default_rng([self.seed, self.epoch, i, 1]))
+                inputs[m].append(value)
         idx = np.asarray(indices, dtype=np.int64)
         return {
             "inputs": {
