@@ -369,8 +369,12 @@ def _finish(
     out: dict[str, np.ndarray] = {}
     for m, (k, _) in used_by.items():
         info, kind = inputs[k], modalities[m]
-        used = max(0.0, info.duration - job.start)
-        used = used if job.length is None else min(used, job.length)
+        if info.duration <= job.start:
+            raise MediaError(
+                f"{job.files[k]}: the span starts at {job.start:.2f} s, after the end of the file "
+                f"({info.duration:.2f} s)"
+            )
+        used = info.duration - job.start if job.length is None else min(info.duration - job.start, job.length)
         if kind == "audio":
             wave = np.frombuffer(data.get(m, b""), dtype="<f4")
             expected = used * (info.sample_rate or 0)

@@ -163,9 +163,12 @@ def pack(
         for r in rows
         if r.clip_id not in reported
     ]
-    if not where:
+    empty = [split for split in SPLITS if not any(split_of[cid] == split for cid in where)]
+    if empty:  # nothing to train on, select with or report: refused, with every clip's reason written
         write_skipped(out_dir / "skipped.tsv", skipped)
-        raise PackedDataError(f"{manifest}: no clip could be extracted; see {out_dir / 'skipped.tsv'}")
+        raise PackedDataError(
+            f"{manifest}: no clip of split(s) {empty} could be extracted; the reasons are in {out_dir / 'skipped.tsv'}"
+        )
     dtype = arrays[0].dtype
     summary = {
         "n_clips": len(rows) + len([s for s in skipped if s["stage"] == "listing"]),
