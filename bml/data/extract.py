@@ -38,6 +38,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,12 @@ import imageio_ffmpeg
 import numpy as np
 
 from bml.data.manifest import Row
+from bml.data.pack import RecordWriter, record_dtype
 
 SHARD_FIELDS = ["clip_id", "status", "reason", "decode_s", "features_s"]
-# Clips per ffmpeg process. Measured on this project's 2-core machine (200 avdigits clips, 2 processes at a
-# time): 1 clip per process ran at 33 clips/s, 4-16 clips per process at 45-55 clips/s; 8 keeps a
-# chunk's decoded arrays small while taking most of the gain.
+# Clips per ffmpeg process. Measured on this project's 2-core machine, 200 avdigits clips decoded as extraction
+# decodes them, one process at a time: 36-39 ms of CPU per clip with 1 clip per process, 21-24 ms with 8,
+# 21 ms with 16 (ffmpeg decoding each clip to null: 33-35 ms); 8 keeps a chunk's arrays small.
 CLIPS_PER_PROCESS = 8
 # Decoded arrays held ahead of the feature step (bml's choice): enough to keep ffmpeg busy while the
 # first chunk waits for torch to import (~1-3 s), small beside a worker's memory.
@@ -437,7 +439,6 @@ def features(
     """Decoded clips -> what each packed record stores per modality (or why it cannot); audio is computed
     in one batched call per sample rate, equal to the per-clip spectrogram (tests/test_extract.py)."""
     from bml.data.audio import spectrogram, spectrograms
-    from bml.data.flow import farneback_flow
 
     out: list = [{} for _ in decoded]
     for m, kind in modalities.items():
@@ -455,6 +456,8 @@ def features(
             for i, d in enumerate(decoded):
                 out[i][m] = d[m][select_frames(len(d[m]), settings[m]["frames"])].transpose(0, 3, 1, 2)
         else:
+            from bml.data.flow import farneback_flow  # OpenCV: imported only where flow is asked
+
             for i, d in enumerate(decoded):
                 if f"{m}:release" in d:
                     out[i][m] = d[m]
@@ -463,6 +466,24 @@ def features(
                 at = select_frames(len(frames) - 1, settings[m]["frames"])
                 out[i][m] = np.stack([farneback_flow(frames[k : k + 2])[0] for k in at])  # (T, 2, S, S)
     return [next((v for v in f.values() if isinstance(v, ValueError)), f) for f in out]
+
+
+@contextmanager
+def one_torch_thread(needed: bool) -> Iterator[None]:
+    """torch on one thread while extracting (one process per core, and ffmpeg beside it: the shards are the
+    parallelism), restored afterwards. Imported only when a modality needs it (spectrograms), and only
+    once ffmpeg has started: the import (1-3 s) overlaps the first decodes."""
+    if not needed:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class DecodeAhead:
@@ -547,15 +568,12 @@ def extract_shard(
     chunks = [rows[i : i + clips_per_process] for i in range(0, len(rows), clips_per_process)]
     decoded = DecodeAhead(chunks, lambda chunk: decode_clips(chunk, modalities, settings, limits), workers=workers)
 
-    import torch  # after ffmpeg has started: the import (seconds) overlaps the first decodes
-
-    from bml.data.pack import RecordWriter, record_dtype
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one process per core: the shards are the parallelism
     statuses, t_ffmpeg, t_waited, t_features = [], 0.0, 0.0, 0.0
     try:
-        with RecordWriter(out_npy, record_dtype(modalities, settings)) as writer:
+        with (
+            one_torch_thread("audio" in modalities.values()),
+            RecordWriter(out_npy, record_dtype(modalities, settings)) as writer,
+        ):
             for chunk in chunks:
                 t0 = time.perf_counter()
                 results, seconds = next(decoded)
@@ -572,7 +590,6 @@ def extract_shard(
                     statuses.append(_status(row, result, seconds / len(chunk), (t2 - t1) / len(chunk), log))
     finally:
         decoded.close()
-        torch.set_num_threads(threads)
     tmp = tsv.with_name(f".{tsv.name}.tmp")
     with tmp.open("w", newline="") as f:
         table = csv.DictWriter(f, fieldnames=SHARD_FIELDS, delimiter="\t", lineterminator="\n")

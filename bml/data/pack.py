@@ -7,8 +7,11 @@ keyed by the modality's name (audio: float16 spectrogram; frames: uint8 (T, 3, S
 file's size and sha256: `open_split` checks both (once per process) and refuses a damaged file, naming it.
 
 `pack` joins the shards that extraction wrote (bml/data/extract.py) into the splits, and writes
-`skipped.tsv` (every clip of the manifest that is not packed: the listing's, and every stage's, with
-the reason) and `summary.json` (counts, a DVC metric).
+`skipped.tsv` (every clip of the manifest that is not packed, with the reason, and the release entries
+the listing left out) and `summary.json` (counts, a DVC metric). It refuses, naming the shard, a shard
+without its .tsv (unfinished: its job was killed), one whose records and .tsv disagree, one holding clips
+the manifest does not have or another shard has (extracted from another manifest or shard count), and a
+split that extraction left empty; every file it writes goes through a temporary name.
 """
 
 from __future__ import annotations
