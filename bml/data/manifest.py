@@ -6,8 +6,10 @@ any feature is extracted, so that nothing wrong gets into the packed data.
     data/<dataset>/listing_skipped.tsv   clips the release listing could not use (clip_id, stage, reason)
 
 Both a generator and a release adapter (bml/data/adapters/) end here, through `write_manifest`, which
-refuses the whole manifest with one message listing every problem and its row: duplicate or unsafe ids,
-labels outside the class list, unknown splits, missing files.
+refuses the whole manifest with one message listing every problem and its row: duplicate or unsafe ids
+(path separators, '..', longer than the packed field), labels that are not indices into the class list,
+unknown splits, a split without clips, missing files, spans that are not seconds. `read_manifest` checks
+again what it reads (a manifest edited by hand).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def problems(
         if not SAFE_ID.match(cid) or ".." in cid:
             found.append(
                 f"{where}: clip_id must be letters, digits, '_', '-' or '.', start with a letter or digit "
-                f"and hold no '..' (it names files)"
+                f"and hold no '..'"
             )
         if len(cid) > MAX_ID:
             found.append(f"{where}: clip_id has {len(cid)} characters; at most {MAX_ID} fit the packed format")
@@ -85,10 +87,12 @@ def problems(
             value = row.get(key)
             if value not in (None, ""):
                 try:
-                    span[key] = float(value)
-                    if not math.isfinite(span[key]) or span[key] < 0:
-                        raise ValueError
+                    seconds = float(value)
                 except (TypeError, ValueError):
+                    seconds = math.nan
+                if math.isfinite(seconds) and seconds >= 0:
+                    span[key] = seconds
+                else:
                     found.append(f"{where}: {key} {value!r} is not a number of seconds >= 0")
         if "end" in span and span["end"] <= span.get("start", 0.0):
             found.append(f"{where}: end {span['end']} s is not after start {span.get('start', 0.0)} s")
