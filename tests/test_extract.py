@@ -117,9 +117,12 @@ def media(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     "name,reason",
     [
-        ("corrupt", r"corrupt\.mp4: damaged: decode errors \(.*\d+ video.*\); at most 0 per stream allowed"),
+        ("corrupt", r"corrupt\.mp4: .*damaged: decode errors \(\d+ audio, \d+ video; at most 0 per stream allowed"),
         ("truncated", r"truncated\.mp4: truncated or unfinished MP4: ffmpeg cannot read it \(moov atom not found\)"),
-        ("truncated_faststart", r"truncated_faststart\.mp4: (truncated or damaged|damaged: decode errors)"),
+        (
+            "truncated_faststart",
+            r"truncated_faststart\.mp4: truncated or damaged audio: decoded \d+ of the 48000 samples its container",
+        ),
         ("silent", r"silent\.mp4: no audio stream"),
         ("empty", r"empty\.mp4: empty file \(0 bytes\)"),
         ("text", r"notes\.mp4: not a media file \(no MP4 header\)"),
@@ -149,7 +152,8 @@ def test_the_thresholds_are_honoured_on_both_sides(media):
         decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(0.5, max_decode_errors=worst - 1))
 
     lenient = Limits(min_decoded_share=0.9, max_decode_errors=10**6)  # only the share decides
-    with pytest.raises(MediaError, match=r"truncated or damaged (audio|video): decoded \d+ .*\(at least 90% asked"):
+    under = r"truncated or damaged (audio|video): decoded \d+ of the \d+ .* \(under 90%: params.yaml extract"
+    with pytest.raises(MediaError, match=under):
         decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, lenient)
     out = decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, Limits(0.3, 10**6))
     assert 10 <= len(out["visual"]) < 30  # about 60% of the 30 frames

@@ -360,15 +360,9 @@ def _finish(
     if returncode != 0:
         lines = [ln.strip() for ln in err.splitlines() if ln.strip() and "Input stream #" not in ln]
         raise MediaError(f"{job.files[0]}: ffmpeg failed ({lines[-1] if lines else 'no message'})")
-    errors = {key: summary.get(key, (0, 0, None))[1] for key in sorted(set(used_by.values()))}
-    if max(errors.values(), default=0) > limits.max_decode_errors:
-        counts = ", ".join(f"{n} {s}" for (_, s), n in errors.items() if n)
-        bad = next(job.files[k] for (k, _), n in errors.items() if n > limits.max_decode_errors)
-        raise MediaError(
-            f"{bad}: damaged: decode errors ({counts}); at most {limits.max_decode_errors} per stream "
-            f"allowed (params.yaml extract.max_decode_errors)"
-        )
     out: dict[str, np.ndarray] = {}
+    problems = []  # (file, what): every shortfall and the decode errors, in one reason
+    under = f"(under {limits.min_decoded_share:.0%}: params.yaml extract.min_decoded_share)"
     for m, (k, _) in used_by.items():
         info, kind = inputs[k], modalities[m]
         if info.duration <= job.start:
@@ -381,27 +375,33 @@ def _finish(
             wave = np.frombuffer(data.get(m, b""), dtype="<f4")
             expected = used * (info.sample_rate or 0)
             if wave.size == 0 or wave.size < limits.min_decoded_share * expected - 0.1 * (info.sample_rate or 0):
-                raise MediaError(
-                    f"{job.files[k]}: truncated or damaged audio: decoded {wave.size} samples of the "
-                    f"{expected:.0f} the container declares over {used:.2f} s at {info.sample_rate} Hz "
-                    f"(at least {limits.min_decoded_share:.0%} asked: params.yaml extract.min_decoded_share)"
-                )
+                what = f"decoded {wave.size} of the {expected:.0f} samples its container declares over {used:.2f} s"
+                problems.append((job.files[k], f"truncated or damaged audio: {what} {under}"))
             out[m], out[f"{m}:rate"] = wave, np.asarray(info.sample_rate)
             continue
         decoded = summary.get((k, "video"), (0, 0, None))[0]
         expected = used * (info.fps or 0)
         if decoded == 0 or decoded < limits.min_decoded_share * expected - 1:
-            raise MediaError(
-                f"{job.files[k]}: truncated or damaged video: decoded {decoded} frames of the {expected:.0f} "
-                f"the container declares over {used:.2f} s at {info.fps} fps (at least "
-                f"{limits.min_decoded_share:.0%} asked: params.yaml extract.min_decoded_share)"
-            )
+            what = f"decoded {decoded} of the {expected:.0f} frames its container declares over {used:.2f} s"
+            problems.append((job.files[k], f"truncated or damaged video: {what} {under}"))
+            continue
         size = settings[m]["size"]
         raw = np.frombuffer(data.get(m, b""), dtype=np.uint8)
         n = raw.size // (size * size * 3)
         if n < (2 if kind == "flow" else 1):
-            raise MediaError(f"{job.files[k]}: {n} frames in the span {job.start:.2f}-{job.start + used:.2f} s")
+            problems.append((job.files[k], f"{n} frames in the span {job.start:.2f}-{job.start + used:.2f} s"))
         out[m] = raw[: n * size * size * 3].reshape(n, size, size, 3)
+    errors = {key: summary.get(key, (0, 0, None))[1] for key in sorted(set(used_by.values()))}
+    if max(errors.values(), default=0) > limits.max_decode_errors:
+        counts = ", ".join(f"{n} {s}" for (_, s), n in errors.items() if n)
+        bad = next(job.files[k] for (k, _), n in errors.items() if n > limits.max_decode_errors)
+        allowed = f"at most {limits.max_decode_errors} per stream allowed: params.yaml extract.max_decode_errors"
+        problems.append((bad, f"damaged: decode errors ({counts}; {allowed})"))
+    if problems:
+        by_file: dict[str, list[str]] = {}
+        for f, what in problems:
+            by_file.setdefault(f, []).append(what)
+        raise MediaError("; ".join(f"{f}: " + "; ".join(whats) for f, whats in by_file.items()))
     for m, kind in modalities.items():
         if kind == "flow" and row.paths[m] not in job.files:
             fps = next((inputs[k].fps for k in range(len(job.files)) if inputs[k].has_video), None)
