@@ -43,14 +43,23 @@ from bml import train as bt  # noqa: E402
 from bml.methods.relearning import relearn_epochs  # noqa: E402
 
 METHODS = ["joint", "ogm", "ogm_ge", "opm", "mmpareto", "relearning"]
-ACT_NOW = {"ogm": ["method.warmup_epochs=0"], "ogm_ge": ["method.warmup_epochs=0"],
-           "opm": ["method.warmup_epochs=0"],
-           "relearning": ["method.every=1", "method.times=1", "method.reference_epochs=2"]}
+ACT_NOW = {
+    "ogm": ["method.warmup_epochs=0"],
+    "ogm_ge": ["method.warmup_epochs=0"],
+    "opm": ["method.warmup_epochs=0"],
+    "relearning": ["method.every=1", "method.times=1", "method.reference_epochs=2"],
+}
 
 
 def one_run(method: str, epochs: int, root: str) -> list[dict]:
-    config = bt.resolve_config("avdigits", "embedded", method, "concat", 0,
-                               [f"train.epochs={epochs}", "train.probe_every=0", *ACT_NOW.get(method, [])])
+    config = bt.resolve_config(
+        "avdigits",
+        "embedded",
+        method,
+        "concat",
+        0,
+        [f"train.epochs={epochs}", "train.probe_every=0", *ACT_NOW.get(method, [])],
+    )
     config["data"]["packed_dir"] = str(REPO / config["data"]["packed_dir"])
     return train_epochs(config, root)
 
@@ -58,8 +67,9 @@ def one_run(method: str, epochs: int, root: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2,
-                        help="epochs per run (at least 2: Re-learning diagnoses after 1)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs per run (at least 2: Re-learning diagnoses after 1)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "method_cost.json")
     args = parser.parse_args()
@@ -72,7 +82,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
+            order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
             per_round.append({})
             for method in order:
                 history = one_run(method, args.epochs, f"{tmp}/r{r}")
@@ -80,8 +90,11 @@ def main() -> None:
                 per_round[-1][method] = statistics.median(row["step_time_ms"] for row in history)
                 if method == "relearning":
                     diagnosis.append(history[0]["epoch_end_time_s"])
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {steps[m][-1]:.0f} ms" for m in METHODS),
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {steps[m][-1]:.0f} ms" for m in METHODS),
+                file=sys.stderr,
+                flush=True,
+            )
 
     med = {m: statistics.median(v) for m, v in steps.items()}
     fastest = {m: min(v) for m, v in steps.items()}
@@ -89,15 +102,19 @@ def main() -> None:
     protocol = bt.resolve_config("avdigits", "embedded", "relearning", "concat", 0)
     epochs, rl = protocol["train"]["epochs"], protocol["method"]
     n_diag = len(relearn_epochs(rl["every"], rl["times"], rl["reference_epochs"], epochs))
-    splits = bt.load_splits({**copy.deepcopy(protocol),
-                             "data": {"packed_dir": str(REPO / protocol["data"]["packed_dir"])}})
+    splits = bt.load_splits(
+        {**copy.deepcopy(protocol), "data": {"packed_dir": str(REPO / protocol["data"]["packed_dir"])}}
+    )
     n_steps = -(-len(splits["train"]) // protocol["train"]["batch_size"])
     diag_s = statistics.median(diagnosis)
     # Re-learning's steps are joint's: its amortized cost is joint's training time plus the diagnoses
     amortized = (fastest["relearning"] * 1e-3 * n_steps * epochs + n_diag * diag_s) / (
-        fastest["joint"] * 1e-3 * n_steps * epochs)
+        fastest["joint"] * 1e-3 * n_steps * epochs
+    )
     result = {
-        "threads": args.threads, "rounds": args.rounds, "epochs_per_run": args.epochs,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "epochs_per_run": args.epochs,
         "wall_s": round(time.perf_counter() - started, 1),
         "step_ms_median": {m: round(v, 2) for m, v in med.items()},
         "step_ms_fastest": {m: round(v, 2) for m, v in fastest.items()},
@@ -110,10 +127,14 @@ def main() -> None:
     }
     print(f"{args.rounds} rounds x {args.epochs} epochs per method, {args.threads} threads, {result['wall_s']} s")
     for m in METHODS:
-        print(f"  {m:<11} fastest {fastest[m]:7.1f} ms/step  x{result['ratio_fastest_over_joint'][m]:.3f} of joint   "
-              f"median per round x{result['ratio_median_per_round_over_joint'][m]:.3f}")
-    print(f"  re-learning diagnosis {diag_s:.2f} s; amortized over the embedded protocol "
-          f"({result['relearning_schedule_embedded']}): x{amortized:.3f} of joint")
+        print(
+            f"  {m:<11} fastest {fastest[m]:7.1f} ms/step  x{result['ratio_fastest_over_joint'][m]:.3f} of joint   "
+            f"median per round x{result['ratio_median_per_round_over_joint'][m]:.3f}"
+        )
+    print(
+        f"  re-learning diagnosis {diag_s:.2f} s; amortized over the embedded protocol "
+        f"({result['relearning_schedule_embedded']}): x{amortized:.3f} of joint"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -32,8 +32,9 @@ def cells(params: Path) -> list[tuple[str, str]]:
     return found + ([("none", "ensemble")] if train["ensemble"] else [])
 
 
-def load(results: Path, dataset: str, protocol: str, which: str,
-         params: Path = REPO / "params" / "params.yaml") -> dict[str, dict[int, dict]]:
+def load(
+    results: Path, dataset: str, protocol: str, which: str, params: Path = REPO / "params" / "params.yaml"
+) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for fusion, method in cells(params):
         for path in sorted((results / dataset / protocol / fusion / method).glob("seed*/metrics.json")):
@@ -55,16 +56,21 @@ def main() -> None:
         cells = []
         for key in KEYS:
             values = [m[key] for m in by_seed.values() if key in m]
-            cells.append(f"{np.mean(values):6.1f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:4.1f}"
-                         if values else f"{'—':>14s}")
+            cells.append(
+                f"{np.mean(values):6.1f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:4.1f}"
+                if values
+                else f"{'—':>14s}"
+            )
         print(f"{name:24s} {len(by_seed):5d} " + " ".join(f"{c:>14s}" for c in cells))
     joint, visual = runs.get("joint (concat)", {}), runs.get("visual_only (none)", {})
     seeds = sorted(set(joint) & set(visual))
     if len(seeds) >= 2:
         diff = np.array([joint[s]["probe_visual"] - visual[s]["probe_visual"] for s in seeds])
         t = stats.ttest_rel([joint[s]["probe_visual"] for s in seeds], [visual[s]["probe_visual"] for s in seeds])
-        print(f"\nvisual probe, joint - visual-only, paired over seeds {seeds}: {diff.mean():+.1f} ± "
-              f"{diff.std(ddof=1):.1f} points (paired t-test p = {t.pvalue:.2g})")
+        print(
+            f"\nvisual probe, joint - visual-only, paired over seeds {seeds}: {diff.mean():+.1f} ± "
+            f"{diff.std(ddof=1):.1f} points (paired t-test p = {t.pvalue:.2g})"
+        )
     print()
     for name, by_seed in runs.items():
         method, fusion = name.split(" (")

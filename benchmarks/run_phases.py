@@ -26,14 +26,41 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PHASES = ("data", "training_steps", "method_epoch_end", "validation", "probes", "final_evaluation", "tracking",
-          "checkpoints")
+PHASES = (
+    "data",
+    "training_steps",
+    "method_epoch_end",
+    "validation",
+    "probes",
+    "final_evaluation",
+    "tracking",
+    "checkpoints",
+)
 
 
 def one_run(method: str, fusion: str, seed: int, results: Path, cwd: Path = REPO, env: dict | None = None) -> dict:
-    cmd = [sys.executable, "-m", "bml.cli", "train", "--dataset", "avdigits", "--protocol", "embedded",
-           "--method", method, "--fusion", fusion, "--seed", str(seed), "--threads", "1", "--device", "cpu",
-           "--results-root", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bml.cli",
+        "train",
+        "--dataset",
+        "avdigits",
+        "--protocol",
+        "embedded",
+        "--method",
+        method,
+        "--fusion",
+        fusion,
+        "--seed",
+        str(seed),
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--results-root",
+        str(results),
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": "none", **(env or {})}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -83,8 +110,14 @@ def main() -> None:
                 new = one_run(method, fusion, seed, Path(tmp) / f"new{seed}")
                 print_run(f"{method} {fusion} seed {seed}", new)
                 if args.old_repo:
-                    old = one_run(method, fusion, seed, Path(tmp) / f"old{seed}", cwd=args.old_repo,
-                                  env={"PYTHONPATH": str(args.old_repo)})
+                    old = one_run(
+                        method,
+                        fusion,
+                        seed,
+                        Path(tmp) / f"old{seed}",
+                        cwd=args.old_repo,
+                        env={"PYTHONPATH": str(args.old_repo)},
+                    )
                     print_run(f"  the same with {args.old_repo}", old)
                     print(f"  ratio, old / new wall time: {old['wall'] / new['wall']:.2f}x")
     if args.main_job:

@@ -62,8 +62,9 @@ def bare_round(config: dict, splits: dict, ctx: bt.LoopContext) -> dict[str, flo
     tcfg, opt = config["train"], config["train"]["optimizer"]
     bt.seed_everything(config["run"]["seed"])  # as train() does before building its model: the same initial weights
     model = build_model(ModelConfig(tcfg["encoder"], "concat", len(splits["train"].meta["labels"])))
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
-                                weight_decay=opt["weight_decay"])
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"]
+    )
     norm = (tcfg["frame_mean"], tcfg["frame_std"])
     t0 = time.perf_counter()
     model.train()
@@ -101,13 +102,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ["MLFLOW_TRACKING_URI"] = "none"  # bml.tracking.open_tracker honours it: no MLflow
 
-    config = bt.resolve_config("avdigits", "embedded", "joint", "concat", args.seed,
-                            overrides=["train.epochs=1", "train.probe_every=0", "train.num_workers=0"])
+    config = bt.resolve_config(
+        "avdigits",
+        "embedded",
+        "joint",
+        "concat",
+        args.seed,
+        overrides=["train.epochs=1", "train.probe_every=0", "train.num_workers=0"],
+    )
     config["data"]["packed_dir"] = str(REPO / config["data"]["packed_dir"])
     splits = bt.load_splits(config)
     tcfg = config["train"]
-    ctx = bt.LoopContext(splits, torch.device("cpu"), (tcfg["frame_mean"], tcfg["frame_std"]),
-                      tuple(config["eval"]["probe_cs"]), config["eval"]["probe_max_iter"])
+    ctx = bt.LoopContext(
+        splits,
+        torch.device("cpu"),
+        (tcfg["frame_mean"], tcfg["frame_std"]),
+        tuple(config["eval"]["probe_cs"]),
+        config["eval"]["probe_max_iter"],
+    )
     n_train, batch_size = len(splits["train"]), tcfg["batch_size"]
     n_steps = math.ceil(n_train / batch_size)
     rounds = args.rounds or max(3, math.ceil(args.steps / n_steps))
@@ -123,8 +135,12 @@ def main() -> None:
                 bare.append(bare_round(config, splits, ctx))
             for workers in supply:
                 supply[workers].append(loader_round(splits["train"], batch_size, workers))
-            print(f"round {r + 1}/{rounds}: bml epoch {bml[-1]['epoch_s']:.2f}s, bare train "
-                  f"{bare[-1]['train_s']:.2f}s + val {bare[-1]['val_s']:.2f}s", file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{rounds}: bml epoch {bml[-1]['epoch_s']:.2f}s, bare train "
+                f"{bare[-1]['train_s']:.2f}s + val {bare[-1]['val_s']:.2f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     med = statistics.median
     bml_step = med(b["epoch_s"] - a["bml_val_s"] for b, a in zip(bml, bare, strict=True)) / n_steps
@@ -132,30 +148,42 @@ def main() -> None:
     bml_epoch, bare_epoch = med(b["epoch_s"] for b in bml), med(a["train_s"] + a["val_s"] for a in bare)
     demand = n_train / (n_steps * bml_step)  # samples/s that bml's training steps consume
     result = {
-        "threads": args.threads, "rounds": rounds, "steps_per_side": rounds * n_steps, "steps_per_epoch": n_steps,
-        "batch_size": batch_size, "n_train": n_train, "wall_s": round(time.perf_counter() - started, 1),
-        "bml_step_ms": round(1e3 * bml_step, 2), "bare_step_ms": round(1e3 * bare_step, 2),
+        "threads": args.threads,
+        "rounds": rounds,
+        "steps_per_side": rounds * n_steps,
+        "steps_per_epoch": n_steps,
+        "batch_size": batch_size,
+        "n_train": n_train,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "bml_step_ms": round(1e3 * bml_step, 2),
+        "bare_step_ms": round(1e3 * bare_step, 2),
         "step_ratio_bml_over_bare": round(bml_step / bare_step, 3),
-        "bml_epoch_s": round(bml_epoch, 3), "bare_epoch_s": round(bare_epoch, 3),
+        "bml_epoch_s": round(bml_epoch, 3),
+        "bare_epoch_s": round(bare_epoch, 3),
         "epoch_ratio_bml_over_bare": round(bml_epoch / bare_epoch, 3),
         "bml_validate_s": round(med(a["bml_val_s"] for a in bare), 3),
         "bare_val_s": round(med(a["val_s"] for a in bare), 3),
-        "step_ms_per_round": {"bml": [round(1e3 * (b["epoch_s"] - a["bml_val_s"]) / n_steps, 1)
-                                      for b, a in zip(bml, bare, strict=True)],
-                              "bare": [round(1e3 * a["train_s"] / n_steps, 1) for a in bare]},
+        "step_ms_per_round": {
+            "bml": [round(1e3 * (b["epoch_s"] - a["bml_val_s"]) / n_steps, 1) for b, a in zip(bml, bare, strict=True)],
+            "bare": [round(1e3 * a["train_s"] / n_steps, 1) for a in bare],
+        },
         "same_train_loss": bool(np.allclose([b["loss"] for b in bml], [a["loss"] for a in bare], rtol=1e-5)),
         "loader_samples_per_s": {f"workers{w}": round(med(v), 1) for w, v in supply.items()},
         "train_demand_samples_per_s": round(demand, 1),
         "loader_supply_over_demand": {f"workers{w}": round(med(v) / demand, 2) for w, v in supply.items()},
     }
-    rows = [("bml step (ms)", result["bml_step_ms"]), ("bare step (ms)", result["bare_step_ms"]),
-            ("step ratio bml/bare", result["step_ratio_bml_over_bare"]),
-            ("bml epoch incl. val (s)", result["bml_epoch_s"]), ("bare epoch incl. val (s)", result["bare_epoch_s"]),
-            ("epoch ratio bml/bare", result["epoch_ratio_bml_over_bare"]),
-            ("training demand (samples/s)", result["train_demand_samples_per_s"]),
-            *((f"loader {k} (samples/s)", v) for k, v in result["loader_samples_per_s"].items()),
-            *((f"supply/demand {k}", v) for k, v in result["loader_supply_over_demand"].items()),
-            ("same train loss both sides", result["same_train_loss"])]
+    rows = [
+        ("bml step (ms)", result["bml_step_ms"]),
+        ("bare step (ms)", result["bare_step_ms"]),
+        ("step ratio bml/bare", result["step_ratio_bml_over_bare"]),
+        ("bml epoch incl. val (s)", result["bml_epoch_s"]),
+        ("bare epoch incl. val (s)", result["bare_epoch_s"]),
+        ("epoch ratio bml/bare", result["epoch_ratio_bml_over_bare"]),
+        ("training demand (samples/s)", result["train_demand_samples_per_s"]),
+        *((f"loader {k} (samples/s)", v) for k, v in result["loader_samples_per_s"].items()),
+        *((f"supply/demand {k}", v) for k, v in result["loader_supply_over_demand"].items()),
+        ("same train loss both sides", result["same_train_loss"]),
+    ]
     print(f"{rounds} rounds x {n_steps} steps per side, {args.threads} threads, {result['wall_s']} s")
     for name, value in rows:
         print(f"  {name:<30} {value}")

@@ -95,6 +95,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
             recipe.values["settings"],
             plan.layout.shard(args.dataset, args.recipe, k),
             Limits(ex["min_decoded_share"], ex["max_decode_errors"]),
+            workers=args.workers,
         )
         bad = sum(s["status"] != "ok" for s in statuses)
         print(f"extract {recipe.key} shard {k}: {len(statuses) - bad} clips, {bad} skipped")
@@ -200,8 +201,9 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
         raise ConfigError(f"dataset {args.dataset!r} is generated (bml manifest makes it), not read from a release")
     root = args.root or dataset.source.get("root")
     if not root:
-        raise ConfigError(f"no root for {args.dataset!r}: pass --root DIR or set datasets.{args.dataset}.root in "
-                          f"params/params.yaml")
+        raise ConfigError(
+            f"no root for {args.dataset!r}: pass --root DIR or set datasets.{args.dataset}.root in params/params.yaml"
+        )
     settings = {k: v for k, v in dataset.source.items() if k != "kind"}
     try:
         listing = list_release(dataset.source["adapter"], root, {**settings, "root": root})
@@ -210,15 +212,19 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
     counts = Counter(c.split for c in listing.clips)
     kinds = Counter(s.reason.split(":")[0] for s in listing.skipped)
-    print(f"{args.dataset} at {root}: {len(listing.clips)} usable clips "
-          f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
-          f"{len(listing.skipped)} left out" + (f" ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})"
-                                                 if kinds else ""))
+    print(
+        f"{args.dataset} at {root}: {len(listing.clips)} usable clips "
+        f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
+        f"{len(listing.skipped)} left out"
+        + (f" ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})" if kinds else "")
+    )
     for skip in listing.skipped:
         print(f"  skip {skip.clip_id}: {skip.reason}")
     if listing.skipped:
-        print(f"({len(listing.skipped)} clips left out; media are checked when extracted: bml extract lists any that "
-              f"fail to decode in skipped.tsv)")
+        print(
+            f"({len(listing.skipped)} clips left out; media are checked when extracted: bml extract lists any that "
+            f"fail to decode in skipped.tsv)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--recipe", required=True)
     p.add_argument("--shard", type=int, default=None, help="one shard (default: all of them)")
+    p.add_argument("--workers", type=int, default=1, help="ffmpeg processes at a time (the output does not change)")
     p.set_defaults(func=cmd_extract)
 
     p = planned(sub.add_parser("pack", help="join the shards into one memory-mappable file per split"), False)
@@ -307,8 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="the real datasets bml reads, and what each expects on disk")
     p.set_defaults(func=cmd_datasets)
 
-    p = planned(sub.add_parser("check-dataset", help="read a release tree: usable clips per split, every clip left "
-                               "out and why; extracts nothing"), False)
+    p = planned(
+        sub.add_parser(
+            "check-dataset",
+            help="read a release tree: usable clips per split, every clip left out and why; extracts nothing",
+        ),
+        False,
+    )
     p.add_argument("dataset")
     p.add_argument("--root", default=None, help="the release folder (default: the dataset's configured root)")
     p.set_defaults(func=cmd_check_dataset)

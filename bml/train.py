@@ -81,8 +81,15 @@ def open_run(config: dict, device: torch.device) -> RunContext:
     packed, tcfg, seed = config["paths"]["packed_dir"], config["train"], config["run"]["seed"]
     modalities = config["data"]["modalities"]
     splits = {
-        "train": PackedSplit(packed, "train", modalities, tcfg["train_frames"], train=True, seed=seed,
-                             augment=tcfg.get("frame_augment", "none")),
+        "train": PackedSplit(
+            packed,
+            "train",
+            modalities,
+            tcfg["train_frames"],
+            train=True,
+            seed=seed,
+            augment=tcfg.get("frame_augment", "none"),
+        ),
         "train_eval": PackedSplit(packed, "train", modalities, tcfg["eval_frames"], train=False, seed=seed),
         "val": PackedSplit(packed, "val", modalities, tcfg["eval_frames"], train=False, seed=seed),
         "test": PackedSplit(packed, "test", modalities, tcfg["eval_frames"], train=False, seed=seed),

@@ -1,251 +1,383 @@
-"""ffmpeg extraction: frame counts, WAV format, bad clips reported and skipped, outputs packed."""
+"""Extraction: bad media files skipped with their reason, thresholds, spans, batched decoding, flow, and no
+half-written shard after a kill. Every media file is made by the real ffmpeg at test time."""
 
-import csv
-import json
-import shutil
+from __future__ import annotations
+
+import os
+import re
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
+from PIL import Image
 
+from bml.data.audio import spectrogram
 from bml.data.extract import (
+    Limits,
     MediaError,
-    audio_work,
-    extract_audio,
-    extract_frames,
+    _run_ffmpeg,
+    clip_job,
+    decode_clip,
+    decode_clips,
+    extract_shard,
+    features,
     ffmpeg_exe,
-    frames_work,
-    list_frames,
-    probe,
-    read_index,
-    read_manifest,
-    run_shards,
+    read_summary,
+    select_frames,
 )
-from bml.data.pack import load_split, pack, select_frames
+from bml.data.flow import quantise_flow
+from bml.data.manifest import Row
+from bml.data.pack import read_shard_status
+
+AV = {"audio": "audio", "visual": "frames"}
+SETTINGS = {
+    "span": {"start": 0.0, "duration": 3.0},
+    "audio": {"preset": "avdigits"},  # params/audio_presets.yaml: 16 kHz, 3 s, 64 x 100 log-mel
+    "visual": {"fps": 10, "frames": 4, "size": 32},
+}
+REPO = Path(__file__).resolve().parents[1]
 
 
-def clip_path(manifest, clip_id="avd_00000"):
-    return manifest.parent / "clips" / f"{clip_id}.mp4"
+# ---- media made by ffmpeg -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fps", [10, 4, 1])
-def test_frame_count_matches_fps_times_duration(tiny_avdigits, tmp_path, fps):
-    for row in read_manifest(tiny_avdigits)[:5]:
-        n = extract_frames(row["path"], tmp_path / row["clip_id"], fps=fps)
-        assert abs(n - fps * float(row["duration"])) <= 1, (row["clip_id"], n)
-        files = list_frames(tmp_path / row["clip_id"])
-        assert [f.name for f in files] == [f"{i:06d}.jpg" for i in range(1, n + 1)]
-        assert not (tmp_path / f"{row['clip_id']}.tmp").exists()
+def make_clip(
+    path: Path,
+    seconds: float = 3.0,
+    size: int = 32,
+    video: str | None = "testsrc2",
+    audio: str | None = "sine",
+    faststart: bool = False,
+    gop: int | None = None,
+    threads: int | None = 1,
+) -> Path:
+    """An H.264 + AAC MP4 from ffmpeg's test sources (`video`/`audio`: a lavfi source, or None for none);
+    encoded with one thread by default, so the bytes (and where a corruption lands) are the same anywhere."""
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y"]
+    if video:
+        source = f"testsrc2=s={size}x{size}:r=10:d={seconds}" if video == "testsrc2" else video
+        cmd += ["-f", "lavfi", "-i", source]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=f=440:sample_rate=16000:d={seconds}" if audio == "sine" else audio]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k"]
+    cmd += ["-threads", str(threads)] if threads else []
+    cmd += ["-movflags", "+faststart"] if faststart else []
+    cmd += ["-g", str(gop)] if gop else []  # a keyframe every `gop` frames: decoding resumes after damage
+    subprocess.run(cmd + [str(path)], check=True)
+    return path
 
 
-@pytest.mark.parametrize("rate", [16000, 22050])
-def test_wav_is_mono_16_bit_at_the_asked_rate_and_length(tiny_avdigits, tmp_path, rate):
-    row = read_manifest(tiny_avdigits)[3]
-    n = extract_audio(row["path"], tmp_path / "a.wav", sample_rate=rate)
-    info = soundfile.info(str(tmp_path / "a.wav"))
-    assert (info.samplerate, info.channels, info.subtype, info.frames) == (rate, 1, "PCM_16", n)
-    assert abs(n / rate - float(row["duration"])) < 0.1
+def corrupt_middle(src: Path, dst: Path, n_bytes: int = 8192, seed: int = 0) -> Path:
+    """A copy of src with n_bytes in its middle overwritten by random bytes (its size unchanged)."""
+    data = bytearray(src.read_bytes())
+    at = len(data) // 2
+    data[at : at + n_bytes] = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
 
 
-def make_bad_clips(manifest, folder):
-    """A truncated MP4, a clip without audio, a zero-length file and a missing file."""
-    folder.mkdir()
-    good = clip_path(manifest).read_bytes()
-    (folder / "truncated.mp4").write_bytes(good[: len(good) // 3])
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-loglevel",
-            "error",
-            "-i",
-            str(clip_path(manifest)),
-            "-an",
-            "-c",
-            "copy",
-            str(folder / "silent.mp4"),
-        ],
-        check=True,
-    )
-    (folder / "empty.mp4").write_bytes(b"")
-    return {
-        "truncated": folder / "truncated.mp4",
-        "silent": folder / "silent.mp4",
-        "empty": folder / "empty.mp4",
-        "missing": folder / "missing.mp4",
+def truncate(src: Path, dst: Path, share: float = 0.6) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * share)])
+    return dst
+
+
+def row_of(path: Path | str, clip_id: str = "clip", start: float = 0.0, end: float | None = None) -> Row:
+    return Row(clip_id, 0, "train", {"audio": str(path), "visual": str(path)}, start, end)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Good and bad files, made once."""
+    d = tmp_path_factory.mktemp("media")
+    good = make_clip(d / "good.mp4")
+    files = {
+        "good": good,
+        "good2": make_clip(d / "good2.mp4", seconds=2.0),
+        "corrupt": corrupt_middle(make_clip(d / "big.mp4", size=96, gop=10), d / "corrupt.mp4"),
+        "truncated": truncate(good, d / "truncated.mp4"),
+        "truncated_faststart": truncate(make_clip(d / "fs.mp4", faststart=True), d / "truncated_faststart.mp4"),
+        "silent": make_clip(d / "silent.mp4", audio=None),
+        "empty": d / "empty.mp4",
+        "text": d / "notes.mp4",
+        "missing": d / "missing.mp4",
     }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not a video\n")
+    return files
 
 
-def test_probe_names_the_file_and_the_problem(tiny_avdigits, tmp_path):
-    bad = make_bad_clips(tiny_avdigits, tmp_path / "bad")
-    with pytest.raises(MediaError, match=r"truncated\.mp4: ffmpeg cannot read it"):
-        probe(bad["truncated"])
-    with pytest.raises(MediaError, match=r"empty\.mp4: empty file"):
-        probe(bad["empty"])
-    with pytest.raises(MediaError, match=r"missing\.mp4: file not found"):
-        probe(bad["missing"])
-    assert probe(bad["silent"]).has_audio is False
-    with pytest.raises(MediaError, match=r"silent\.mp4: no audio stream"):
-        extract_audio(bad["silent"], tmp_path / "s.wav", 16000)
-    assert not (tmp_path / "s.wav").exists()
-
-
-def test_bad_clips_are_skipped_and_listed_and_the_others_go_on(tiny_avdigits, tmp_path):
-    bad = make_bad_clips(tiny_avdigits, tmp_path / "bad")
-    rows = read_manifest(tiny_avdigits)[:6]
-    for row, (name, path) in zip(rows[1:5], bad.items(), strict=True):
-        row["path"], row["clip_id"] = str(path), f"{row['clip_id']}_{name}"
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-    frames = run_shards(manifest, tmp_path / "frames", 2, frames_work(10, 2), workers=2)
-    audio = run_shards(manifest, tmp_path / "audio", 2, audio_work(16000), workers=2)
-    status = {r["clip_id"]: r["status"] for r in frames}
-    assert sum(s == "ok" for s in status.values()) == 3  # two good clips + the silent one
-    assert {r["clip_id"] for r in audio if r["status"] == "ok"} == {rows[0]["clip_id"], rows[5]["clip_id"]}
-
-    from bml.cli import main
-
-    main(
-        [
-            "spectrograms",
-            "--audio",
-            str(tmp_path / "audio"),
-            "--preset",
-            "avdigits",
-            "--n-shards",
-            "2",
-            "--out",
-            str(tmp_path / "spec"),
-        ]
-    )
-    summary = pack(
-        manifest,
-        tmp_path / "frames",
-        tmp_path / "audio",
-        tmp_path / "spec",
-        tmp_path / "packed",
-        n_frames=4,
-        frame_size=32,
-        log=lambda _: None,
-    )
-    assert summary["n_packed"] == 2 and summary["n_skipped_clips"] == 4
-    with (tmp_path / "packed" / "skipped.tsv").open() as f:
-        skipped = list(csv.DictReader(f, delimiter="\t"))
-    reasons = {(s["clip_id"].rsplit("_", 1)[1], s["stage"]): s["reason"] for s in skipped}
-    assert "ffmpeg cannot read it" in reasons[("truncated", "frames")]
-    assert "truncated.mp4" in reasons[("truncated", "frames")]
-    assert "no audio stream" in reasons[("silent", "audio")]
-    assert "empty file" in reasons[("empty", "audio")]
-    assert "file not found" in reasons[("missing", "frames")]
-    assert ("silent", "frames") not in reasons  # its frames were fine
-
-
-def test_a_clip_never_processed_is_listed_not_hidden(tiny_avdigits, tmp_path):
-    rows = read_manifest(tiny_avdigits)[:4]
-    run_shards(tiny_avdigits, tmp_path / "frames", 10, frames_work(10, 2), shards=[0])  # one shard only
-    records = read_index(tmp_path / "frames" / "shard0" / "index.tsv")
-    assert [r["clip_id"] for r in records] == [r["clip_id"] for r in read_manifest(tiny_avdigits)[::10]]
-    assert rows  # the other shards were never run: pack must say so rather than pack silently
-    run_shards(tiny_avdigits, tmp_path / "audio", 10, audio_work(16000), shards=[0])
-    from bml.cli import main
-
-    main(
-        [
-            "spectrograms",
-            "--audio",
-            str(tmp_path / "audio"),
-            "--preset",
-            "avdigits",
-            "--n-shards",
-            "10",
-            "--shard",
-            "0",
-            "--out",
-            str(tmp_path / "spec"),
-        ]
-    )
-    summary = pack(
-        tiny_avdigits,
-        tmp_path / "frames",
-        tmp_path / "audio",
-        tmp_path / "spec",
-        tmp_path / "packed",
-        n_frames=2,
-        frame_size=16,
-        log=lambda _: None,
-    )
-    assert summary["n_packed"] == 4 and summary["n_skipped_clips"] == 36
-    text = (tmp_path / "packed" / "skipped.tsv").read_text()
-    assert text.count("no frames were extracted") == 36
+# ---- every bad input is skipped with its reason -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "available,wanted,expected",
+    "name,reason",
     [
-        (10, 5, [1, 3, 5, 7, 9]),
-        (8, 8, list(range(8))),
-        (3, 6, [0, 0, 1, 1, 2, 2]),
-        (1, 3, [0, 0, 0]),
-        (30, 3, [5, 15, 25]),
+        ("corrupt", r"corrupt\.mp4: .*damaged: decode errors \(\d+ audio, \d+ video; at most 0 per stream allowed"),
+        ("truncated", r"truncated\.mp4: truncated or unfinished MP4: ffmpeg cannot read it \(moov atom not found\)"),
+        (
+            "truncated_faststart",
+            r"truncated_faststart\.mp4: truncated or damaged audio: decoded \d+ of the 48000 samples its container",
+        ),
+        ("silent", r"silent\.mp4: no audio stream"),
+        ("empty", r"empty\.mp4: empty file \(0 bytes\)"),
+        ("text", r"notes\.mp4: not a media file \(no MP4 header\)"),
+        ("missing", r"missing\.mp4: file not found"),
     ],
 )
-def test_select_frames_is_evenly_spaced_and_deterministic(available, wanted, expected):
-    assert select_frames(available, wanted) == expected
+def test_a_bad_file_is_refused_naming_the_file_and_the_problem(media, name, reason):
+    with pytest.raises(MediaError, match=reason):
+        decode_clip(row_of(media[name]), AV, SETTINGS)
 
 
-def test_pack_writes_one_memory_mappable_record_file_per_split(tiny_avdigits, tmp_path):
-    run_shards(tiny_avdigits, tmp_path / "frames", 3, frames_work(10, 2), workers=2)
-    run_shards(tiny_avdigits, tmp_path / "audio", 3, audio_work(16000), workers=2)
-    from bml.cli import main
+def test_mid_file_corruption_counts_decode_errors_and_frames(media):
+    """The issue's case: ffmpeg's fps filter would fill the gap with duplicates; the decoder's own count does not."""
+    job = clip_job(row_of(media["corrupt"]), AV, SETTINGS)
+    code, err, data, _ = _run_ffmpeg([job], AV, SETTINGS)
+    video_decoded, video_errors, _ = read_summary(err)[(0, "video")]
+    assert code == 0 and video_errors > 0 and video_decoded < 30  # 3 s at 10 fps declared
+    assert len(data[(0, "visual")]) == 30 * 32 * 32 * 3  # what the frame-rate filter hands on: the gap filled
 
-    main(
-        [
-            "spectrograms",
-            "--audio",
-            str(tmp_path / "audio"),
-            "--preset",
-            "avdigits",
-            "--n-shards",
-            "3",
-            "--out",
-            str(tmp_path / "spec"),
-        ]
+
+def test_the_thresholds_are_honoured_on_both_sides(media):
+    with pytest.raises(MediaError) as refused:
+        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(max_decode_errors=0))
+    worst = max(int(n) for n in re.findall(r"(\d+) (?:audio|video)", str(refused.value)))
+    decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(min_decoded_share=0.5, max_decode_errors=worst))
+    with pytest.raises(MediaError, match=rf"at most {worst - 1} per stream allowed"):
+        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(0.5, max_decode_errors=worst - 1))
+
+    lenient = Limits(min_decoded_share=0.9, max_decode_errors=10**6)  # only the share decides
+    under = r"truncated or damaged (audio|video): decoded \d+ of the \d+ .* \(under 90%: params.yaml extract"
+    with pytest.raises(MediaError, match=under):
+        decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, lenient)
+    out = decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, Limits(0.3, 10**6))
+    assert 10 <= len(out["visual"]) < 30  # about 60% of the 30 frames
+
+
+def test_bad_clips_in_a_chunk_never_cost_their_neighbours(media):
+    names = ["good", "corrupt", "good2", "truncated", "text", "silent", "empty", "missing", "good"]
+    rows = [row_of(media[n], f"c{i}") for i, n in enumerate(names)]
+    batched = decode_clips(rows, AV, SETTINGS)
+    for name, row, out in zip(names, rows, batched, strict=True):
+        if name.startswith("good"):
+            alone = decode_clip(row, AV, SETTINGS)
+            assert set(out) == set(alone) and all(np.array_equal(out[k], alone[k]) for k in alone)
+        else:
+            assert isinstance(out, MediaError) and str(media[name]) in str(out)
+
+
+def test_a_shard_lists_every_clip_and_packs_the_good_ones(media, tmp_path):
+    names = ["good", "silent", "good2", "corrupt", "empty", "good"]
+    rows = [row_of(media[n], f"c{i}_{n}") for i, n in enumerate(names)]
+    statuses = extract_shard(rows, AV, SETTINGS, tmp_path / "shard0.npy", log=lambda _: None, clips_per_process=4)
+    assert [s["clip_id"] for s in statuses] == [r.clip_id for r in rows]
+    assert read_shard_status(tmp_path / "shard0.tsv") == [{k: str(v) for k, v in s.items()} for s in statuses]
+    ok = [s["clip_id"] for s in statuses if s["status"] == "ok"]
+    assert ok == ["c0_good", "c2_good2", "c5_good"]
+    assert all(s["reason"] for s in statuses if s["status"] == "skipped")
+    records = np.load(tmp_path / "shard0.npy", mmap_mode="r")
+    assert records["clip_id"].tolist() == ok
+    # records are what one clip decoded alone gives: spectrograms batched over the chunk equal the per-clip one
+    alone = decode_clip(rows[2], AV, SETTINGS)
+    expected = spectrogram(alone["audio"], int(alone["audio:rate"]), "avdigits").astype(np.float16)
+    assert np.array_equal(records[1]["audio"], expected)
+    frames = alone["visual"][select_frames(len(alone["visual"]), 4)].transpose(0, 3, 1, 2)
+    assert np.array_equal(records[1]["visual"], frames)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_workers_and_chunk_size_do_not_change_the_records(media, tmp_path):
+    rows = [row_of(media[n], f"c{i}") for i, n in enumerate(["good", "good2", "silent", "good", "good2"])]
+    extract_shard(rows, AV, SETTINGS, tmp_path / "a.npy", log=lambda _: None)
+    extract_shard(rows, AV, SETTINGS, tmp_path / "b.npy", log=lambda _: None, workers=2, clips_per_process=2)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    assert (tmp_path / "a.tsv").read_text().count("\tok\t") == 4
+
+
+# ---- only the span that is used is decoded, frames and audio over the same seconds --------------------
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """A 10-minute clip (tiny frames, so that ffmpeg makes it in seconds)."""
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", seconds=600, size=32, threads=None)
+
+
+def test_a_long_clip_decodes_only_the_recipes_span(long_clip, media):
+    row = row_of(long_clip)
+    t0 = time.perf_counter()
+    out = decode_clip(row, AV, SETTINGS)
+    t_long = time.perf_counter() - t0
+    assert len(out["visual"]) == 30  # 3 s at 10 fps
+    assert abs(len(out["audio"]) - 3 * 16000) <= 1024  # 3 s at 16 kHz, give or take an AAC frame
+    _, err, _, _ = _run_ffmpeg([clip_job(row, AV, SETTINGS)], AV, SETTINGS)
+    assert read_summary(err)[(0, "video")][0] <= 40  # ffmpeg decoded 3 s (and a few frames it read ahead), not 600
+    t0 = time.perf_counter()
+    decode_clip(row_of(media["good"]), AV, SETTINGS)  # a 3 s clip
+    t_short = time.perf_counter() - t0
+    assert t_long < 3 * t_short + 0.5, (t_long, t_short)  # a full decode of 6,000 frames would take far longer
+
+
+@pytest.fixture(scope="module")
+def step_clip(tmp_path_factory) -> Path:
+    """10 s: dark frames and a 300 Hz tone before t = 5 s, bright frames and a 3 kHz tone after."""
+    video = "color=c=black:s=32x32:r=10:d=10,format=yuv420p,geq=lum='if(lt(T\\,5)\\,40\\,210)':cb=128:cr=128"
+    audio = "aevalsrc='0.5*sin(2*PI*if(lt(t\\,5)\\,300\\,3000)*t)':s=16000:d=10"
+    return make_clip(tmp_path_factory.mktemp("step") / "step.mp4", video=video, audio=audio)
+
+
+def tone_hz(wave: np.ndarray, rate: int = 16000) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(wave))) * rate / len(wave))
+
+
+@pytest.mark.parametrize(
+    "start,end,span,bright,hz,seconds",
+    [
+        (1.0, 4.0, {"start": 0.0, "duration": None}, False, 300, 3.0),  # AVE-style segment before the change
+        (5.5, 8.0, {"start": 0.0, "duration": None}, True, 3000, 2.5),  # ... and after it
+        (6.0, None, {"start": 0.0, "duration": 2.0}, True, 3000, 2.0),  # the recipe's duration cuts the segment
+        (0.0, None, {"start": 5.0, "duration": 3.0}, True, 3000, 3.0),  # the recipe's own start
+    ],
+)
+def test_a_clip_with_a_start_offset_decodes_its_span(step_clip, start, end, span, bright, hz, seconds):
+    out = decode_clip(row_of(step_clip, start=start, end=end), AV, {**SETTINGS, "span": span})
+    brightness = out["visual"].mean(axis=(1, 2, 3))
+    assert len(brightness) == round(10 * seconds)
+    assert (brightness > 150).all() if bright else (brightness < 60).all()
+    assert len(out["audio"]) == round(16000 * seconds)
+    assert tone_hz(out["audio"]) == pytest.approx(hz, rel=0.02)
+
+
+def test_frames_and_audio_cover_the_same_seconds(step_clip):
+    out = decode_clip(row_of(step_clip, start=4.5, end=5.5), AV, {**SETTINGS, "span": {"start": 0, "duration": None}})
+    brightness = out["visual"].mean(axis=(1, 2, 3))
+    assert (brightness[:5] < 60).all() and (brightness[5:] > 150).all()  # the change half-way through the frames
+    half = len(out["audio"]) // 2
+    assert tone_hz(out["audio"][: half - 400]) == pytest.approx(300, rel=0.05)  # ... and through the audio
+    assert tone_hz(out["audio"][half + 400 :]) == pytest.approx(3000, rel=0.05)
+
+
+def test_an_empty_span_is_refused(step_clip):
+    with pytest.raises(MediaError, match="clip c: empty span"):
+        decode_clip(row_of(step_clip, "c", start=4.0, end=4.0), AV, SETTINGS)
+
+
+# ---- flow ---------------------------------------------------------------------------------------------
+
+FLOW = {"visual": "frames", "flow": "flow"}
+FLOW_SETTINGS = {
+    "span": {"start": 0.0, "duration": None},
+    "visual": {"fps": 10, "frames": 4, "size": 64},
+    "flow": {"fps": 25, "frames": 3, "size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def panning_clip(tmp_path_factory) -> Path:
+    """3 s at 25 fps of a smooth random texture panned left by 3 px per frame (96 x 96 window)."""
+    d = tmp_path_factory.mktemp("pan")
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 255, (96, 352)).astype(np.float32)
+    import cv2
+
+    texture = cv2.GaussianBlur(noise, (0, 0), 3)
+    texture = (texture - texture.min()) / (texture.max() - texture.min()) * 255
+    Image.fromarray(texture.astype(np.uint8)).save(d / "texture.png")
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-loop", "1", "-framerate", "25", "-i", str(d / "texture.png")]
+    cmd += ["-vf", "crop=96:96:x='t*75':y=0,format=yuv420p", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast"]
+    subprocess.run(cmd + [str(d / "pan.mp4")], check=True)
+    return d / "pan.mp4"
+
+
+def test_flow_from_a_video_is_farneback_between_native_frames(panning_clip, tmp_path):
+    row = Row("pan", 0, "train", {"visual": str(panning_clip), "flow": str(panning_clip)})
+    decoded = decode_clip(row, FLOW, FLOW_SETTINGS)
+    assert decoded["flow"].shape == (75, 64, 64, 3)  # every native frame of 3 s at 25 fps, at the recipe's size
+    assert decoded["visual"].shape == (30, 64, 64, 3)  # the frames modality at its own 10 fps
+    flow = features([decoded], FLOW, FLOW_SETTINGS)[0]["flow"]
+    assert flow.shape == (3, 2, 64, 64) and flow.dtype == np.uint8
+    # the window moves 3 px per frame to the right at 96 px, 2 px at 64: the content moves 2 px left
+    expected_u = quantise_flow(np.array([-2.0]))[0].astype(int)
+    for u, v in flow.astype(int):
+        assert abs(np.median(u) - expected_u) <= 2 and abs(np.median(v) - 128) <= 1
+    statuses = extract_shard([row], FLOW, FLOW_SETTINGS, tmp_path / "s.npy", log=lambda _: None)
+    assert statuses[0]["status"] == "ok"
+    assert np.array_equal(np.load(tmp_path / "s.npy")[0]["flow"], flow)
+
+
+def write_release(root: Path, clip: str, n_flow: int, size: tuple[int, int] = (40, 30)) -> Path:
+    """A TV-L1-style release of one clip: u/<clip>/frame%06d.jpg and v/..., flow frame k filled with k
+    (u) and 200 - k (v), so the frames read back say which they were."""
+    for c, value in (("u", lambda k: k), ("v", lambda k: 200 - k)):
+        (root / c / clip).mkdir(parents=True)
+        for k in range(1, n_flow + 1):
+            Image.new("L", size, value(k)).save(root / c / clip / f"frame{k:06d}.jpg", quality=100)
+    return root / "u" / clip
+
+
+def test_flow_from_a_release_reads_its_jpegs_at_evenly_spaced_frames(tmp_path, panning_clip):
+    u_dir = write_release(tmp_path / "tvl1_flow", "v_X_g01_c01", n_flow=30)
+    row = Row("v_X_g01_c01", 0, "train", {"flow": str(u_dir)})
+    out = decode_clip(row, {"flow": "flow"}, FLOW_SETTINGS)
+    assert out["flow"].shape == (3, 2, 64, 64) and out["flow"].dtype == np.uint8
+    chosen = [k + 1 for k in select_frames(30, 3)]  # 1-based flow frames 6, 16, 26
+    assert [int(np.median(f[0])) for f in out["flow"]] == chosen
+    assert [int(np.median(f[1])) for f in out["flow"]] == [200 - k for k in chosen]
+    # a span maps to flow frames through the video's frame rate (25 fps): 0.4-0.8 s holds video frames 11..20,
+    # so flow frames 11..19 (from frame k to k + 1, both in the span)
+    both = Row("v_X_g01_c01", 0, "train", {"visual": str(panning_clip), "flow": str(u_dir)}, 0.4, 0.8)
+    out = decode_clip(both, FLOW, FLOW_SETTINGS)
+    assert [int(np.median(f[0])) for f in out["flow"]] == [11 + k for k in select_frames(9, 3)]
+    assert len(out["visual"]) == 4  # and the frames cover the same 0.4 s
+    shutil_missing = u_dir.parent.parent / "v" / "v_X_g01_c01" / "frame000016.jpg"
+    shutil_missing.unlink()
+    with pytest.raises(MediaError, match=r"v_X_g01_c01.*frame000016\.jpg"):
+        decode_clip(row, {"flow": "flow"}, FLOW_SETTINGS)
+
+
+# ---- no half-written file after a kill ----------------------------------------------------------------
+
+KILLED = """
+import sys
+from bml.data.extract import extract_shard
+from bml.data.manifest import Row
+rows = [Row(f"c{i:03d}", 0, "train", {"audio": sys.argv[1], "visual": sys.argv[1]}) for i in range(400)]
+extract_shard(rows, {"audio": "audio", "visual": "frames"}, {"span": {"start": 0.0, "duration": 3.0},
+              "audio": {"preset": "avdigits"}, "visual": {"fps": 10, "frames": 4, "size": 32}}, sys.argv[2],
+              clips_per_process=1)
+"""
+
+
+def test_a_killed_shard_leaves_no_shard_and_a_rerun_completes(media, tmp_path):
+    shards = tmp_path / "shards"
+    done = [row_of(media["good"], "other")]
+    extract_shard(done, AV, SETTINGS, shards / "shard1.npy", log=lambda _: None)  # a finished neighbour
+    before = {p.name: p.read_bytes() for p in shards.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(media["good"]), str(shards / "shard0.npy")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes its ffmpeg children too
     )
-    pack(
-        tiny_avdigits,
-        tmp_path / "frames",
-        tmp_path / "audio",
-        tmp_path / "spec",
-        tmp_path / "packed",
-        n_frames=8,
-        frame_size=64,
-        log=lambda _: None,
-    )
-    manifest = {r["clip_id"]: r for r in read_manifest(tiny_avdigits)}
-    sizes = {}
-    for split in ("train", "val", "test"):
-        records, meta = load_split(tmp_path / "packed", split)
-        assert isinstance(records, np.memmap)
-        assert records["frames"].shape[1:] == (8, 3, 64, 64) and records.dtype["frames"].base == np.uint8
-        assert records["spec"].shape[1:] == (64, 100) and records.dtype["spec"].base == np.float16
-        assert meta["n"] == len(records)
-        for rec in records:
-            assert manifest[str(rec["clip_id"])]["split"] == split
-            assert int(rec["label"]) == int(manifest[str(rec["clip_id"])]["label"])
-        sizes[split] = len(records)
-        assert np.isfinite(records["spec"].astype(np.float32)).all()
-    assert sizes == {"train": 28, "val": 4, "test": 8}
-    assert json.loads((tmp_path / "packed" / "summary.json").read_text())["n_packed"] == 40
-    # the packed frames are the extracted JPEGs at the evenly spaced indices
-    records, _ = load_split(tmp_path / "packed", "test")
-    cid = str(records[0]["clip_id"])
-    shard = next(p for p in (tmp_path / "frames").glob("shard*") if (p / cid).is_dir())
-    from bml.data.pack import load_frame
+    tmp = shards / ".shard0.npy.tmp"
+    deadline = time.monotonic() + 120
+    while not (tmp.is_file() and tmp.stat().st_size > 256 + 10 * 1000) and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until records are being written (header 256 bytes, then records)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert tmp.is_file(), "the test did not catch the job mid-shard"
+    assert not (shards / "shard0.npy").exists() and not (shards / "shard0.tsv").exists()
+    assert {p.name: p.read_bytes() for p in shards.iterdir() if p.name in before} == before
 
-    files = list_frames(shard / cid)
-    assert np.array_equal(records[0]["frames"][0], load_frame(files[select_frames(len(files), 8)[0]], 64))
-    shutil.rmtree(tmp_path / "frames")
+    rows = [row_of(media["good"], f"c{i:03d}") for i in range(3)]
+    extract_shard(rows, AV, SETTINGS, shards / "shard0.npy", log=lambda _: None)
+    assert np.load(shards / "shard0.npy")["clip_id"].tolist() == ["c000", "c001", "c002"]
+    assert not tmp.exists()
+    assert {p.name: p.read_bytes() for p in shards.iterdir() if p.name in before} == before

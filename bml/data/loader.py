@@ -28,8 +28,12 @@ FRAME_KINDS = ("frames", "flow")
 AUGMENTS = ("none", "random_resized_crop_flip")
 
 
-def random_resized_crop_flip(frames: np.ndarray, rng: np.random.Generator, scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop_flip(
+    frames: np.ndarray,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
     """The papers' training transform, RandomResizedCrop(S) + RandomHorizontalFlip (OGM-GE's loaders; torchvision's
     defaults for scale and ratio), on each frame (T, 3, S, S) uint8 on its own, drawn from `rng` (seeded by
     (seed, epoch, sample)) so a resumed run crops alike. The crop is drawn as torchvision does: up to 10 tries of
@@ -51,7 +55,9 @@ def random_resized_crop_flip(frames: np.ndarray, rng: np.random.Generator, scale
         else:
             h = w = size
             top = left = 0
-        crop = resized_crop(torch.from_numpy(np.ascontiguousarray(frame)), top, left, h, w, [size, size], antialias=True)
+        crop = resized_crop(
+            torch.from_numpy(np.ascontiguousarray(frame)), top, left, h, w, [size, size], antialias=True
+        )
         out[t] = crop.flip(-1).numpy() if rng.random() < 0.5 else crop.numpy()
     return out
 

@@ -6,14 +6,17 @@ any feature is extracted, so that nothing wrong gets into the packed data.
     data/<dataset>/listing_skipped.tsv   clips the release listing could not use (clip_id, stage, reason)
 
 Both a generator and a release adapter (bml/data/adapters/) end here, through `write_manifest`, which
-refuses the whole manifest with one message listing every problem and its row: duplicate or unsafe ids,
-labels outside the class list, unknown splits, missing files.
+refuses the whole manifest with one message listing every problem and its row: duplicate or unsafe ids
+(path separators, '..', longer than the packed field), labels that are not indices into the class list,
+unknown splits, a split without clips, missing files, spans that are not seconds. `read_manifest` checks
+again what it reads (a manifest edited by hand).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -41,8 +44,13 @@ class Row:
     end: float | None = None
 
 
-def problems(rows: list[dict], classes: list[str], modalities: list[str], check_files: bool = True) -> list[str]:
-    """Every problem of raw manifest rows (dicts of strings or values), one line each, naming the row."""
+def problems(
+    rows: list[dict], classes: list[str], modalities: dict[str, str] | list[str], check_files: bool = True
+) -> list[str]:
+    """Every problem of raw manifest rows (dicts of strings or values), one line each, naming the row.
+    `modalities` maps names to kinds (a list of names: every kind `file`); a flow path may be a folder (the
+    clip's u/ folder of a precomputed flow release)."""
+    kinds = modalities if isinstance(modalities, dict) else dict.fromkeys(modalities, "file")
     found, seen = [], {}
     for i, row in enumerate(rows, start=2):  # row 1 is the CSV header
         where = f"row {i} ({row.get('clip_id')!r})"
@@ -50,7 +58,7 @@ def problems(rows: list[dict], classes: list[str], modalities: list[str], check_
         if not SAFE_ID.match(cid) or ".." in cid:
             found.append(
                 f"{where}: clip_id must be letters, digits, '_', '-' or '.', start with a letter or digit "
-                f"and hold no '..' (it names files)"
+                f"and hold no '..'"
             )
         if len(cid) > MAX_ID:
             found.append(f"{where}: clip_id has {len(cid)} characters; at most {MAX_ID} fit the packed format")
@@ -59,7 +67,7 @@ def problems(rows: list[dict], classes: list[str], modalities: list[str], check_
         seen.setdefault(cid, i)
         try:
             label = int(str(row.get("label")).strip())
-            if str(label) != str(row.get("label")).strip():
+            if str(label) != str(row.get("label")).strip() or isinstance(row.get("label"), bool):
                 raise ValueError
         except ValueError:
             found.append(f"{where}: label {row.get('label')!r} is not an integer index into the class list")
@@ -68,19 +76,26 @@ def problems(rows: list[dict], classes: list[str], modalities: list[str], check_
                 found.append(f"{where}: label {label} is outside the class list (0..{len(classes) - 1})")
         if row.get("split") not in SPLITS:
             found.append(f"{where}: split {row.get('split')!r} is not one of {list(SPLITS)}")
-        for m in modalities:
+        for m, kind in kinds.items():
             path = row.get(f"path_{m}")
             if not path:
                 found.append(f"{where}: no file for modality {m!r} (column path_{m})")
-            elif check_files and not Path(path).is_file():
+            elif check_files and not (Path(path).is_file() or (kind == "flow" and Path(path).is_dir())):
                 found.append(f"{where}: {m} file {path} does not exist")
+        span = {}
         for key in ("start", "end"):
             value = row.get(key)
             if value not in (None, ""):
                 try:
-                    float(value)
-                except ValueError:
-                    found.append(f"{where}: {key} {value!r} is not a number of seconds")
+                    seconds = float(value)
+                except (TypeError, ValueError):
+                    seconds = math.nan
+                if math.isfinite(seconds) and seconds >= 0:
+                    span[key] = seconds
+                else:
+                    found.append(f"{where}: {key} {value!r} is not a number of seconds >= 0")
+        if "end" in span and span["end"] <= span.get("start", 0.0):
+            found.append(f"{where}: end {span['end']} s is not after start {span.get('start', 0.0)} s")
     present = {r.get("split") for r in rows}
     found += [f"split {s!r} has no clip" for s in SPLITS if s not in present]
     return found
@@ -96,7 +111,7 @@ def write_manifest(
 ) -> Path:
     """Check and write manifest.csv, manifest.json and listing_skipped.tsv; ManifestError lists every problem."""
     out_dir = Path(out_dir)
-    found = problems(rows, classes, list(modalities))
+    found = problems(rows, classes, modalities)
     if found:
         shown = found[:50] + ([f"... and {len(found) - 50} more"] if len(found) > 50 else [])
         raise ManifestError(
@@ -140,17 +155,21 @@ def read_manifest(path: str | Path) -> tuple[list[Row], dict]:
         raise FileNotFoundError(f"{path}: manifest not found; run the manifest stage first (bml manifest)")
     meta = json.loads(path.with_suffix(".json").read_text())
     with path.open(newline="") as f:
-        rows = [
-            Row(
-                r["clip_id"],
-                int(r["label"]),
-                r["split"],
-                {m: r[f"path_{m}"] for m in meta["modalities"]},
-                float(r["start"] or 0.0),
-                float(r["end"]) if r["end"] else None,
-            )
-            for r in csv.DictReader(f)
-        ]
+        raw = list(csv.DictReader(f))
+    found = problems(raw, meta["classes"], meta["modalities"], check_files=False)  # a hand edit since writing
+    if found:
+        raise ManifestError(f"{path}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found[:50]))
+    rows = [
+        Row(
+            r["clip_id"],
+            int(r["label"]),
+            r["split"],
+            {m: r[f"path_{m}"] for m in meta["modalities"]},
+            float(r["start"] or 0.0),
+            float(r["end"]) if r["end"] else None,
+        )
+        for r in raw
+    ]
     return rows, meta
 
 

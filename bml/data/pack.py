@@ -7,8 +7,11 @@ keyed by the modality's name (audio: float16 spectrogram; frames: uint8 (T, 3, S
 file's size and sha256: `open_split` checks both (once per process) and refuses a damaged file, naming it.
 
 `pack` joins the shards that extraction wrote (bml/data/extract.py) into the splits, and writes
-`skipped.tsv` (every clip of the manifest that is not packed: the listing's, and every stage's, with
-the reason) and `summary.json` (counts, a DVC metric).
+`skipped.tsv` (every clip of the manifest that is not packed, with the reason, and the release entries
+the listing left out) and `summary.json` (counts, a DVC metric). It refuses, naming the shard, a shard
+without its .tsv (unfinished: its job was killed), one whose records and .tsv disagree, one holding clips
+the manifest does not have or another shard has (extracted from another manifest or shard count), and a
+split that extraction left empty; every file it writes goes through a temporary name.
 """
 
 from __future__ import annotations
@@ -113,32 +116,62 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def read_shard(path: Path, manifest_ids: set[str]) -> tuple[np.ndarray, list[dict]]:
+    """A finished shard's records and statuses, checked against each other and the manifest."""
+    tsv = path.with_suffix(".tsv")
+    if not tsv.is_file():
+        raise PackedDataError(f"{path}: unfinished shard (no {tsv.name}); run its extraction again (bml extract)")
+    try:
+        records = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise PackedDataError(f"{path}: not a readable shard ({err}); run its extraction again") from None
+    statuses = read_shard_status(tsv)
+    stale = sorted({s["clip_id"] for s in statuses} - manifest_ids)
+    ok = [s["clip_id"] for s in statuses if s["status"] == "ok"]
+    if stale or records.dtype.names is None or ok != records["clip_id"].tolist():
+        why = f"clips {stale[:3]} are not in the manifest" if stale else f"{tsv.name} does not match its records"
+        raise PackedDataError(f"{path}: {why}: the shard is from another extraction; run it again (bml extract)")
+    return records, statuses
+
+
 def pack(
     manifest: str | Path, shards: list[str | Path], out_dir: str | Path, summary_path: str | Path, log=print
 ) -> dict:
-    """Join the shards into out_dir/<split>.npy + .json; write skipped.tsv and the summary."""
+    """Join the shards into out_dir/<split>.npy + .json; write skipped.tsv and the summary.
+
+    skipped.tsv lists every clip of the manifest that is not packed (stage `extract`, with the reason), and
+    the release entries the listing left out of the manifest (stage `listing`)."""
     rows, meta = read_manifest(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     split_of = {r.clip_id: r.split for r in rows}
     skipped = read_skipped(Path(manifest).with_name("listing_skipped.tsv"))
     where: dict[str, tuple[int, int]] = {}  # clip -> (shard, row)
+    reported: dict[str, Path] = {}  # clip -> the shard that lists it
     arrays = []
     for k, path in enumerate(map(Path, shards)):
-        arrays.append(np.load(path, mmap_mode="r"))
-        ids = arrays[-1]["clip_id"].tolist()
-        for status in read_shard_status(path.with_suffix(".tsv")):
+        records, statuses = read_shard(path, set(split_of))
+        if arrays and records.dtype != arrays[0].dtype:
+            raise PackedDataError(f"{path}: its record type differs from {shards[0]}'s: extract every shard again")
+        arrays.append(records)
+        for status in statuses:
+            if status["clip_id"] in reported:
+                raise PackedDataError(f"{path}: clip {status['clip_id']} is also in {reported[status['clip_id']]}")
+            reported[status["clip_id"]] = path
             if status["status"] != "ok":
                 skipped.append({"clip_id": status["clip_id"], "stage": "extract", "reason": status["reason"]})
-        where.update({cid: (k, i) for i, cid in enumerate(ids)})
-    reported = {s["clip_id"] for s in skipped}
+        where.update({cid: (k, i) for i, cid in enumerate(records["clip_id"].tolist())})
     skipped += [
-        {"clip_id": r.clip_id, "stage": "extract", "reason": "no shard holds it (was it extracted?)"}
+        {"clip_id": r.clip_id, "stage": "extract", "reason": "no shard lists it (was its shard extracted?)"}
         for r in rows
-        if r.clip_id not in where and r.clip_id not in reported
+        if r.clip_id not in reported
     ]
-    if not where:
-        raise PackedDataError(f"{manifest}: no clip could be extracted; see {out_dir / 'skipped.tsv'}")
+    empty = [split for split in SPLITS if not any(split_of[cid] == split for cid in where)]
+    if empty:  # nothing to train on, select with or report: refused, with every clip's reason written
+        write_skipped(out_dir / "skipped.tsv", skipped)
+        raise PackedDataError(
+            f"{manifest}: no clip of split(s) {empty} could be extracted; the reasons are in {out_dir / 'skipped.tsv'}"
+        )
     dtype = arrays[0].dtype
     summary = {
         "n_clips": len(rows) + len([s for s in skipped if s["stage"] == "listing"]),
@@ -163,14 +196,21 @@ def pack(
             "size": path.stat().st_size,
             "sha256": file_sha256(path),
         }
-        path.with_suffix(".json").write_text(json.dumps(meta_out, indent=2) + "\n")
+        _write_text(path.with_suffix(".json"), json.dumps(meta_out, indent=2) + "\n")
         summary["splits"][split] = len(members)
         log(f"pack: {split}: {len(members)} clips -> {path}")
     write_skipped(out_dir / "skipped.tsv", skipped)
     if skipped:
         log(f"pack: {summary['n_skipped']} clips left out, listed with the reason in {out_dir / 'skipped.tsv'}")
-    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    _write_text(Path(summary_path), json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary name: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
@@ -181,7 +221,13 @@ def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
         raise PackedDataError(
             f"{path}: packed split not found; run the data stages first (make run, or snakemake {path})"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as err:
+        raise PackedDataError(f"{meta_path}: not valid JSON ({err}); rebuild the split") from None
+    missing = [k for k in ("size", "sha256", "dtype") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise PackedDataError(f"{meta_path}: no {', '.join(missing)}: not the metadata pack writes; rebuild the split")
     stat = path.stat()
     if stat.st_size != meta["size"]:
         raise PackedDataError(

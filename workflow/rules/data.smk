@@ -53,6 +53,7 @@ rule extract:
         shard=r"\d+",
     params:
         values=lambda w: digest(recipe_of(w).values),
+    threads: 1  # a shard per core: the jobs keep every core decoding (bml extract --workers for one big job)
     log:
         "logs/{dataset}/{recipe}/extract_{shard}.log",
     benchmark:
