@@ -42,6 +42,19 @@ def _lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+SYSTEM_METRICS_EVERY_S = 5
+
+
+def source_tags(tags: dict[str, str]) -> dict[str, str]:
+    """MLflow's own tags for where a run came from, which fill the UI's Source, Version and User columns."""
+    import getpass
+
+    commit = tags.get("git_commit", "unknown")
+    return {"mlflow.source.name": "bml train", "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID")
+            else "LOCAL", "mlflow.source.git.commit": commit.removesuffix("-dirty"),
+            "mlflow.source.git.repoURL": "bml", "mlflow.user": getpass.getuser()}
+
+
 class Tracker:
     """One MLflow run: opened (or reopened, on resume) by run_id, closed with a status."""
 
@@ -61,13 +74,23 @@ class Tracker:
                 experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 experiment_id = found.experiment_id
-            if run_id is not None and self._exists(run_id):
+            resumed = run_id is not None and self._exists(run_id)
+            if resumed:
                 self.run_id = run_id
                 self.client.update_run(run_id, status="RUNNING")
             else:
-                run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+                run = self.client.create_run(experiment_id, run_name=run_name, tags={**source_tags(tags), **tags})
                 self.run_id = run.info.run_id
         self._mlflow = mlflow
+        self.monitor = None
+        try:  # CPU, memory (and GPU where there is one) every few seconds, a resumed run continuing its series
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_EVERY_S,
+                                                resume_logging=resumed, tracking_uri=uri)
+            self.monitor.start()
+        except Exception as err:  # psutil missing or the monitor refusing: the run goes on without it
+            print(f"bml: no MLflow system metrics ({type(err).__name__}: {err})", flush=True)
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -114,6 +137,8 @@ class Tracker:
             self.client.set_tag(self.run_id, k, v)
 
     def end(self, status: str = "FINISHED") -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
         self.client.set_terminated(self.run_id, status=status)
 
 

@@ -1,0 +1,43 @@
+"""MLflow tracking: source tags, system metrics, and concurrent writers that lose nothing (real sqlite store)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import bml_env
+
+WRITER = """
+import sys
+from bml.tracking import open_tracker
+k = int(sys.argv[2])
+tracker = open_tracker({"uri": sys.argv[1], "artifacts": sys.argv[3]},
+                       {"dataset": "d", "protocol": "p", "method": "m", "fusion": "f", "seed": k}, {"git_commit": "abc"})
+import time
+for step in range(1, 21):
+    tracker.log_metrics({"loss": 1.0 / step, "acc": float(step), "nested": {"x": float(k)}}, step)
+    time.sleep(0.3)  # a run long enough for the system-metrics monitor to sample it (every 5 s)
+tracker.end()
+"""
+
+
+def test_eight_concurrent_writers_lose_no_run_and_no_metric(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in bml_env().items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(k), str(tmp_path / "art")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(8)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("d/p").experiment_id])
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.info.run_name for r in runs) == sorted(f"m-f-seed{k}" for k in range(8))
+    for run in runs:
+        for key in ("loss", "acc", "nested.x"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 21)), key
+        assert run.data.tags["mlflow.source.name"] == "bml train"
+        assert run.data.tags["mlflow.source.git.commit"] == "abc"
+        assert any(k.startswith("system/") for k in run.data.metrics)  # system metrics, sampled during the run
