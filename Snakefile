@@ -24,5 +24,5 @@ rule all:
     default_target: True
     input:
         packed_splits(),
-        [f"{cell.run_dir}/metrics.json" for cell in PLAN.cells],
-        f"{LAYOUT.report_dir}/index.html",
+        [cell.metrics for cell in PLAN.cells],
+        LAYOUT.report("index.html"),

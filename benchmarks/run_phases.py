@@ -74,6 +74,9 @@ def one_run(method: str, fusion: str, seed: int, results: Path, cwd: Path = REPO
 
 def print_run(label: str, t: dict) -> None:
     wall = t["wall"]
+    if "total" not in t:  # an older checkout that does not time its phases
+        print(f"{label}: {wall:.1f} s wall")
+        return
     parts = {"start and imports": wall - t.get("total", wall), **{p: t.get(p, 0.0) for p in PHASES}}
     print(f"{label}: {wall:.1f} s wall")
     for name, seconds in parts.items():

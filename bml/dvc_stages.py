@@ -104,18 +104,18 @@ def stages(plan: Plan) -> dict:
         stage = {
             "cmd": f"bml train --cell {c.name} --threads 1",  # as the Snakemake rule: CPU numbers depend on it
             "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), *c.code]
-            + [f"{by_name[r].run_dir}/metrics.json" for r in c.requires],
+            + [by_name[r].metrics for r in c.requires],
         }
         if method_spec(c.method).trains:  # checkpoints survive a rerun, so a killed `dvc repro` resumes
             stage["outs"] = [{f"{run}/checkpoint.pt": {"persist": True}}, {f"{run}/best.pt": {"persist": True}}]
-        stage["metrics"] = [f"{run}/metrics.json"]  # cached: `dvc pull` brings the results back
+        stage["metrics"] = [c.metrics]  # cached: `dvc pull` brings the results back
         if method_spec(c.method).trains:
             stage["plots"] = [{f"{run}/history.csv": {"x": "epoch"}}]
         out[f"train-{c.name}"] = stage
     rep = lay.report_dir
     out["report"] = {
         "cmd": "bml report",
-        "deps": [witness("report")] + [f"{c.run_dir}/metrics.json" for c in plan.cells] + CODE["report"],
+        "deps": [witness("report")] + [c.metrics for c in plan.cells] + CODE["report"],
         "outs": [f"{rep}/tables", f"{rep}/figures", f"{rep}/index.html"],
         "metrics": [{f"{rep}/summary.json": {"cache": False}}],
     }

@@ -50,9 +50,13 @@ def source_tags(tags: dict[str, str]) -> dict[str, str]:
     import getpass
 
     commit = tags.get("git_commit", "unknown")
-    return {"mlflow.source.name": "bml train", "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID")
-            else "LOCAL", "mlflow.source.git.commit": commit.removesuffix("-dirty"),
-            "mlflow.source.git.repoURL": "bml", "mlflow.user": getpass.getuser()}
+    return {
+        "mlflow.source.name": "bml train",
+        "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID") else "LOCAL",
+        "mlflow.source.git.commit": commit.removesuffix("-dirty"),
+        "mlflow.source.git.repoURL": "bml",
+        "mlflow.user": getpass.getuser(),
+    }
 
 
 class Tracker:
@@ -86,8 +90,9 @@ class Tracker:
         try:  # CPU, memory (and GPU where there is one) every few seconds, a resumed run continuing its series
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_EVERY_S,
-                                                resume_logging=resumed, tracking_uri=uri)
+            self.monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=SYSTEM_METRICS_EVERY_S, resume_logging=resumed, tracking_uri=uri
+            )
             self.monitor.start()
         except Exception as err:  # psutil missing or the monitor refusing: the run goes on without it
             print(f"bml: no MLflow system metrics ({type(err).__name__}: {err})", flush=True)

@@ -1,16 +1,18 @@
 # The plan (bml/plan.py) resolved from params/ and Snakemake's --config overrides: every path, cell and
 # value the rules use comes from it, never written twice.
 import json
+import os
 import shlex
 import shutil
 
 from bml.plan import CODE, digest, load_plan, overrides_of
 
-OVERRIDES = overrides_of(config, f"{workflow.basedir}/params")
-PLAN = load_plan(f"{workflow.basedir}/params", OVERRIDES)
+PARAMS = os.path.join(workflow.basedir, "params")
+OVERRIDES = overrides_of(config, PARAMS)
+PLAN = load_plan(PARAMS, OVERRIDES)
 LAYOUT = PLAN.layout
 # every bml command resolves the same plan: it gets the same overrides (usually none)
-PLANNED = f"--params-dir {shlex.quote(workflow.basedir + '/params')}" + (
+PLANNED = f"--params-dir {shlex.quote(PARAMS)}" + (
     f" --overrides {shlex.quote(json.dumps(OVERRIDES))}" if OVERRIDES else "")
 # A training job takes one GPU where this machine has them; a cluster profile sets it for its nodes
 # (profiles/slurm: set-resources), so the submitting host's hardware never decides a cluster job's.
@@ -18,11 +20,11 @@ GPUS_PER_TRAIN_JOB = 1 if shutil.which("nvidia-smi") else 0
 
 
 def code(kind):
-    return [f"{workflow.basedir}/{path}" for path in CODE[kind]]
+    return [os.path.join(workflow.basedir, path) for path in CODE[kind]]
 
 
 def packed_splits():
-    return [f"{LAYOUT.packed_dir(r.dataset, r.name)}/{split}.npy" for r in PLAN.recipes for split in ("train", "val", "test")]
+    return [LAYOUT.packed(r.dataset, r.name, f"{split}.npy") for r in PLAN.recipes for split in ("train", "val", "test")]
 
 
 def recipe_of(wildcards):

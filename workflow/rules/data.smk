@@ -7,8 +7,8 @@ rule generate:
     output:
         raw=directory(LAYOUT.raw_dir("{dataset}")),
         manifest=LAYOUT.manifest("{dataset}"),
-        meta=LAYOUT.dataset_dir("{dataset}") + "/manifest.json",
-        skipped=LAYOUT.dataset_dir("{dataset}") + "/listing_skipped.tsv",
+        meta=LAYOUT.manifest("{dataset}", "manifest.json"),
+        skipped=LAYOUT.manifest("{dataset}", "listing_skipped.tsv"),
     input:
         code("generate"),
     wildcard_constraints:
@@ -28,8 +28,8 @@ rule generate:
 rule list_release:
     output:
         manifest=LAYOUT.manifest("{dataset}"),
-        meta=LAYOUT.dataset_dir("{dataset}") + "/manifest.json",
-        skipped=LAYOUT.dataset_dir("{dataset}") + "/listing_skipped.tsv",
+        meta=LAYOUT.manifest("{dataset}", "manifest.json"),
+        skipped=LAYOUT.manifest("{dataset}", "listing_skipped.tsv"),
     input:
         code("list"),
     wildcard_constraints:
@@ -45,7 +45,7 @@ rule list_release:
 rule extract:
     output:
         records=LAYOUT.shard("{dataset}", "{recipe}", "{shard}"),
-        status=LAYOUT.shard("{dataset}", "{recipe}", "{shard}").removesuffix(".npy") + ".tsv",
+        status=LAYOUT.shard("{dataset}", "{recipe}", "{shard}", ".tsv"),
     input:
         LAYOUT.manifest("{dataset}"),
         code("extract"),
@@ -65,10 +65,10 @@ rule extract:
 
 rule pack:
     output:
-        [LAYOUT.packed_dir("{dataset}", "{recipe}") + f"/{split}.{ext}" for split in ("train", "val", "test")
+        [LAYOUT.packed("{dataset}", "{recipe}", f"{split}.{ext}") for split in ("train", "val", "test")
          for ext in ("npy", "json")],
-        skipped=LAYOUT.packed_dir("{dataset}", "{recipe}") + "/skipped.tsv",
-        summary=LAYOUT.recipe_dir("{dataset}", "{recipe}") + "/summary.json",
+        skipped=LAYOUT.packed("{dataset}", "{recipe}", "skipped.tsv"),
+        summary=LAYOUT.summary("{dataset}", "{recipe}"),
     input:
         lambda w: [LAYOUT.shard(w.dataset, w.recipe, k) for k in range(recipe_of(w).n_shards)],
         code("pack"),

@@ -5,11 +5,15 @@
 
 rule report:
     output:
-        html=f"{LAYOUT.report_dir}/index.html",
-        summary=f"{LAYOUT.report_dir}/summary.json",
+        html=report(LAYOUT.report("index.html"), category="Report", caption="../report/page.rst"),
+        summary=LAYOUT.report("summary.json"),
+        tables=report(directory(LAYOUT.report("tables")), patterns=["{name}.md"], category="Tables",
+                      caption="../report/tables.rst"),
+        figures=report(directory(LAYOUT.report("figures")), patterns=["{name}.png"], category="Figures",
+                       caption="../report/figures.rst"),
     input:
-        [f"{cell.run_dir}/metrics.json" for cell in PLAN.cells],
-        f"{workflow.basedir}/params/published.yaml",
+        [cell.metrics for cell in PLAN.cells],
+        os.path.join(PARAMS, "published.yaml"),
         code("report"),
     params:
         values=digest(PLAN.report_values()),

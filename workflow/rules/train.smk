@@ -6,11 +6,11 @@
 
 rule train:
     output:
-        metrics=LAYOUT.run_dir("{dataset}", "{protocol}", "{fusion}", "{method}", "{seed}") + "/metrics.json",
+        metrics=LAYOUT.metrics("{dataset}", "{protocol}", "{fusion}", "{method}", "{seed}"),
     input:
-        packed=lambda w: [f"{LAYOUT.packed_dir(w.dataset, cell_of(w).recipe)}/{s}.npy" for s in ("train", "val", "test")],
-        required=lambda w: [f"{PLAN.cell(r).run_dir}/metrics.json" for r in cell_of(w).requires],
-        code=lambda w: [f"{workflow.basedir}/{path}" for path in cell_of(w).code],
+        packed=lambda w: [LAYOUT.packed(w.dataset, cell_of(w).recipe, f"{s}.npy") for s in ("train", "val", "test")],
+        required=lambda w: [PLAN.cell(r).metrics for r in cell_of(w).requires],
+        code=lambda w: [os.path.join(workflow.basedir, path) for path in cell_of(w).code],
     wildcard_constraints:
         seed=r"\d+",
         fusion=r"[a-z_]+",
