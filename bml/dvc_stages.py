@@ -96,7 +96,7 @@ def stages(plan: Plan) -> dict:
             "cmd": f"bml pack --dataset {r.dataset} --recipe {r.name}",
             "deps": [lay.shard(r.dataset, r.name, k) for k in range(r.n_shards)] + CODE["pack"],
             "outs": [lay.packed_dir(r.dataset, r.name)],
-            "metrics": [{f"{lay.recipe_dir(r.dataset, r.name)}/summary.json": {"cache": False}}],
+            "metrics": [lay.summary(r.dataset, r.name)],  # cached (data/ is not in git): `dvc pull` restores it
         }
     by_name = {c.name: c for c in plan.cells}
     for c in plan.cells:
