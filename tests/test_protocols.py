@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,19 @@ def test_published_sources_name_a_protocol_covering_their_datasets_and_bml_metho
     assert published["balancebench"]["seeds"] == [42] and "test" in published["balancebench"]["selection"]
     assert published["ogm_ge_cvpr22"]["results"]["ogm_ge"]["cremad"]["acc"] == 61.9  # METHODS.md
     assert published["ogm_ge_cvpr22_sum"]["fusion"] == "sum"
+
+
+# ---- the reproduction blocks docs/datasets.md tells users to add ------------------------------------------
+
+
+def test_every_matrix_in_docs_datasets_plans(params_with_roots):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    matrices = {}
+    for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S):
+        data = yaml.safe_load(textwrap.dedent(block))
+        if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+            matrices |= data
+    assert set(matrices) == {"cremad", "ks", "vggsound", "ave", "ucf101"}
+    for name, blocks in matrices.items():
+        plan = load_plan(params_with_roots, {"matrix": name, "matrices": {name: blocks}})
+        assert {c.dataset for c in plan.cells} == {b["dataset"] for b in blocks}, name
