@@ -10,7 +10,7 @@ from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # no
 from bml.methods import method_spec
 from bml.methods.base import Batch, StepContext
 from bml.methods.mmpareto import MMPareto, combine, pareto_weights
-from bml.models.model import ModelSpec
+from bml.models.model import ModelSpec, unimodal_logits
 from bml.train import train
 
 AV = {"audio": "audio", "visual": "frames"}
@@ -104,6 +104,21 @@ def test_the_step_gives_encoders_the_combined_gradient_and_heads_their_own(modal
     log = method.epoch_log()
     assert {f"{k}_{m}" for k in ("cosine", "conflict", "weight_mm") for m in modalities} <= set(log)
     assert log["weight_mm_audio"] == pytest.approx(expected["audio"][1])
+
+
+def test_per_modality_logits_come_from_mmparetos_own_heads():
+    torch.manual_seed(0)
+    method = MMPareto(method_spec("mmpareto"), {"gamma": 1.5}, unit_run(AV, n_classes=3))
+    model = method.build_model(ModelSpec("small_cnn", "concat", 3, AV)).eval()
+    inputs = {"audio": torch.randn(4, 1, 64, 100), "visual": torch.randn(4, 3, 3, 32, 32)}
+    with torch.no_grad():
+        out = method.predict(model, inputs)
+        split = model.unimodal_logits(out.features)  # the fusion head's split: what acc_<m> read before
+        for m in AV:
+            assert torch.equal(out.unimodal[m], model.heads[m](out.features[m])), m
+            assert not torch.allclose(out.unimodal[m], split[m]), m
+        assert torch.equal(out.logits, model(inputs).logits)  # the prediction itself is the fused one
+    assert unimodal_logits(model, out) is out.unimodal  # what bml/evaluate.py reads for acc_<m>
 
 
 def test_a_short_run_on_tiny_avdigits_logs_the_conflicts(packed_avdigits, tmp_path):

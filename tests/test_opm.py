@@ -72,7 +72,7 @@ def test_samples_that_lost_every_modality_leave_the_batch():
     assert not bool((keep_a | keep_v).any()) and torch.equal(out_a, f_a * 0)
     # through the method: audio dominant with q_a = 1, every sample keeps its visual feature
     model = build_model(ModelSpec("small_cnn", "concat", 2, AV))
-    method = _method({"q_base": 1.0, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 0})
+    method = _method({"q_base": 1.0, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 0, "reference_epochs": 3})
     with torch.no_grad():
         model.fusion.fc.weight.zero_()
         model.fusion.fc.weight[0, 0] = 1.0
@@ -93,7 +93,7 @@ def test_samples_that_lost_every_modality_leave_the_batch():
 def test_the_loss_reads_only_the_kept_samples():
     torch.manual_seed(0)
     model = build_model(ModelSpec("small_cnn", "concat", 3, AV))
-    method = _method({"q_base": 0.5, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 0})
+    method = _method({"q_base": 0.5, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 0, "reference_epochs": 3})
     labels = torch.tensor([0, 1, 2, 1])
     logits = torch.randn(2, 3)
     out = Output(logits, {}, keep=torch.tensor([1, 3]))
@@ -106,13 +106,21 @@ def test_the_loss_reads_only_the_kept_samples():
 def test_no_drop_during_the_warm_up():
     torch.manual_seed(0)
     model = build_model(ModelSpec("small_cnn", "concat", 2, AV))
-    method = _method({"q_base": 1.0, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 2})
+    method = _method({"q_base": 1.0, "lam": 0.5, "p_exe": 1.0, "warmup_epochs": 2, "reference_epochs": 3})
     f = torch.randn(4, 128)
     features = {"audio": f, "visual": f}
     out = Output(model.fusion(features), features)
     batch = Batch({}, torch.zeros(4, dtype=torch.long), torch.arange(4))
     assert method.on_features(model, out, batch, _ctx(method, model, 1)) is out
     assert method.epoch_log()["dropped_steps"] == 0.0
+
+
+@pytest.mark.parametrize("epochs, first_drop", [(100, 6), (20, 1), (30, 2), (5, 0)])
+def test_the_warm_up_scales_with_the_protocol_length(epochs, first_drop):
+    # opm.yaml: no drop while epoch <= 5 of 100 (warm-up 6), scaled by epochs / 100, rounded half up
+    params = {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "warmup_epochs": 6, "reference_epochs": 100}
+    method = OPM(method_spec("opm"), params, unit_run(AV, n_classes=2, epochs=epochs))
+    assert [method.active(e) for e in range(epochs)] == [e >= first_drop for e in range(epochs)]
 
 
 def test_a_short_run_on_tiny_avdigits_logs_the_drop(packed_avdigits, tmp_path):

@@ -50,9 +50,14 @@ def test_relearn_weight_by_hand():
 
 
 def test_schedule_is_the_papers_at_90_epochs_and_scales():
+    # 0-based epochs after which to re-learn: the authors' `epoch % 20 == 0 and epoch > 0`, 3 times, in 90 epochs
     assert relearn_epochs(20, 3, 90, 90) == [20, 40, 60]
+    # 20 epochs: 20 * 20 / 90 = 4.4 -> 4, 8.9 -> 9, 13.3 -> 13
     assert relearn_epochs(20, 3, 90, 20) == [4, 9, 13]
-    assert relearn_epochs(20, 3, 90, 2) == [1]  # never after the last epoch
+    # BalanceBenchmark (reinit_epoch 15, reinit_num 2, 30 epochs): after epoch 15 only, 30 is never reached
+    assert relearn_epochs(15, 2, 30, 30) == [15]
+    assert relearn_epochs(20, 3, 90, 3) == [1]  # 0.67 -> 1, 1.33 -> 1, 2 -> 2: after the last epoch is dropped
+    assert relearn_epochs(20, 3, 90, 2) == []  # never after epoch 0, never after the last epoch
     assert relearn_epochs(20, 0, 90, 90) == []
 
 
@@ -92,15 +97,15 @@ def test_blend_moves_parameters_towards_the_initial_state_and_leaves_buffers():
 
 
 def test_a_short_run_on_tiny_avdigits_logs_the_diagnosis(packed_avdigits, tmp_path):
-    # 3 epochs: the scaled schedule re-learns after epochs 1 and 2
+    # 3 epochs: the scaled schedule re-learns after (0-based) epoch 1 only
     config = cell_config(packed_avdigits, tmp_path, "relearning", "concat", epochs=3)
     result = train(config, log=QUIET)
     rows = history(config)
-    for row in rows[:2]:
-        for m in ("audio", "visual"):
-            w = row[f"relearn_weight_{m}"]
-            gap = abs(row[f"purity_train_{m}"] - row[f"purity_heldout_{m}"])
-            assert w == pytest.approx(math.tanh(3.0 * gap))
-            assert 0.0 <= row[f"purity_heldout_{m}"] <= 1.0
-    assert "relearn_weight_audio" not in rows[2]  # not on the schedule: the cell is empty
+    for m in ("audio", "visual"):
+        w = rows[1][f"relearn_weight_{m}"]
+        gap = abs(rows[1][f"purity_train_{m}"] - rows[1][f"purity_heldout_{m}"])
+        assert w == pytest.approx(math.tanh(3.0 * gap))
+        assert 0.0 <= rows[1][f"purity_heldout_{m}"] <= 1.0
+    for row in (rows[0], rows[2]):  # not on the schedule: the cells are empty
+        assert "relearn_weight_audio" not in row
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0

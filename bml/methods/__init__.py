@@ -42,9 +42,19 @@ METHODS = {
             trains=False,
             requires="unimodal",
         ),
+        # OGM as its authors run it, with the Gaussian noise (BML_TPAMI2024 main.py: --modulation OGM_GE)
         MethodSpec("ogm", "OGM", "bml.methods.ogm", "OGM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
         MethodSpec(
-            "ogm_ge", "OGM-GE", "bml.methods.ogm", "OGMGE", "Peng et al., CVPR 2022", fusions="split", n_modalities=2
+            "ogm_ge", "OGM-GE", "bml.methods.ogm", "OGM", "Peng et al., CVPR 2022", fusions="split", n_modalities=2
+        ),
+        MethodSpec(
+            "ogm_noise_free",
+            "OGM (no noise, ablation)",
+            "bml.methods.ogm",
+            "OGM",
+            "Wei et al., TPAMI 2024, without the Gaussian noise (the code's --modulation OGM)",
+            fusions="split",
+            n_modalities=2,
         ),
         MethodSpec("opm", "OPM", "bml.methods.opm", "OPM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
         MethodSpec("mmpareto", "MMPareto", "bml.methods.mmpareto", "MMPareto", "Wei & Hu, ICML 2024"),

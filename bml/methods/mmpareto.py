@@ -11,7 +11,10 @@ Formulas and defaults as restated in ../shared/METHODS.md:
 - per parameter tensor: new = 2 k0 g_mm + 2 k1 g_m; with n = |g_mm + g_m| (the plain summed gradient),
   grad = gamma * new * n / |new| where n / |new| > 1, else gamma * new (gamma 1.5): the combined
   gradient keeps at least the plain sum's magnitude;
-- heads are trained by their own losses only.
+- heads are trained by their own losses only;
+- each modality's accuracy (acc_<m>, val_acc_<m>) is read from its own head, as the authors' valid() reads
+  out_audio / out_video from head_audio / head_video (code/MMPareto.py, code/models/models.py), not from a split
+  of the fusion head.
 
 Zero norms are guarded (one public re-implementation divides by one and gets NaN): a zero gradient has
 no direction to conflict with, so it gets the (0.5, 0.5) weights, and a zero combined gradient stays zero.
@@ -68,7 +71,12 @@ class MMPareto(Method):
     """
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
-        return build_model(replace(spec, unimodal_heads=True))  # heads trained by L_m only; unused at evaluation
+        return build_model(replace(spec, unimodal_heads=True))  # heads trained by L_m only
+
+    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
+        """The fused logits, with each modality's logits from its own head (what acc_<m> reads)."""
+        out = model(inputs)
+        return replace(out, unimodal={m: model.heads[m](out.features[m]) for m in model.modalities})
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch.labels

@@ -7,11 +7,12 @@ as restated in ../shared/METHODS.md:
   of softmax(z_m)[y]; dominance r_m = tanh(relu(s_m / s_other - 1));
 - drop probability q_m = q_base * (1 + lambda * r_m) where r_m > 0, else 0, clipped to [0, 1]: only the
   dominant modality is ever dropped;
-- with probability p_exe per step (after the warm-up): per sample, the dominant modality's feature is
-  zeroed with probability q_m; every feature is rescaled by 1 / (1 - theta), theta = sum_m d_m q_m /
-  sum_m d_m (d_m the feature width), so the fused input keeps its expected magnitude; a sample that lost
-  every modality leaves the batch. The head then sees the dropped features, so the weaker modality must
-  carry those samples alone.
+- with probability p_exe per step (after the warm-up: the TPAMI code drops nothing while `epoch <= 5`,
+  i.e. `warmup_epochs: 6`, scaled to the protocol's length by base.scale_epoch): per sample, the dominant
+  modality's feature is zeroed with probability q_m; every feature is rescaled by 1 / (1 - theta),
+  theta = sum_m d_m q_m / sum_m d_m (d_m the feature width), so the fused input keeps its expected
+  magnitude; a sample that lost every modality leaves the batch. The head then sees the dropped features,
+  so the weaker modality must carry those samples alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Batch, Method, StepContext, labels_of, two_modalities
+from bml.methods import MethodSpec
+from bml.methods.base import Batch, Method, RunContext, StepContext, labels_of, scale_epoch, two_modalities
 from bml.models.model import Output
 
 
@@ -63,8 +65,13 @@ def drop_features(
 class OPM(Method):
     """OPM (TPAMI 2024): drop the dominant modality's features on the fly, in proportion to its lead."""
 
+    def __init__(self, spec: MethodSpec, params: dict, run: RunContext) -> None:
+        super().__init__(spec, params, run)
+        # the warm-up on this run's length (base.scale_epoch): 6 of 100 epochs is 1 of 20
+        self.warmup = scale_epoch(self.params["warmup_epochs"], run.epochs, self.params["reference_epochs"])
+
     def active(self, epoch: int) -> bool:
-        return epoch >= self.params["warmup_epochs"]
+        return epoch >= self.warmup
 
     def on_features(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> Output:
         a, v = two_modalities(self.run, self.spec.title)

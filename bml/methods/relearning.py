@@ -9,15 +9,18 @@ defaults as restated in ../shared/METHODS.md:
 - re-learning: every parameter of encoder m (not the BatchNorm buffers) moves towards the model's own
   initial state, theta_m <- w_m * theta_m,init + (1 - w_m) * theta_m: an encoder whose clusters are
   much purer on train than on held-out data (it memorises) is reset more;
-- schedule: after epochs 20, 40 and 60 of a 90-epoch run; multimodal cross-entropy only.
+- schedule: the authors' code (GeWu-Lab/Diagnosing_Relearning_ECCV2024 code/ours.py) re-learns after the
+  0-based epoch `e` with `e % reinit_epoch == 0 and e > 0`, at most `reinit_num` times: after epochs 20, 40
+  and 60 (0-based, i.e. after 21, 41 and 61 epochs) of a 90-epoch run; multimodal cross-entropy only.
 
 bml's choices, said here and in params/methods/relearning.yaml:
 - the held-out set is the validation split (carved from train; test is never looked at);
 - the training features are subsampled to the held-out set's size (`match_heldout_size`): k-means purity
   falls with the number of samples, so a 120-sample validation split against 840 training samples shows
   a purity gap of about 0.11 on pure noise (measured: 0.263 vs 0.156), which alone would give w = 0.31;
-- the schedule scales with the protocol's length, so a 20-epoch protocol re-learns after epochs 4, 9 and
-  13 rather than once at its very end.
+- the schedule scales with the protocol's length by the rule every method's schedule follows
+  (bml/methods/base.py: scale_epoch), so a 20-epoch protocol re-learns after 0-based epochs 4, 9 and 13
+  rather than once at its very end; never after the last epoch (nothing would train on the result).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from bml.methods.base import EpochContext, Method
+from bml.methods.base import EpochContext, Method, scale_epoch
 from bml.models.model import ModelSpec
 
 
@@ -57,9 +60,10 @@ def relearn_weight(purity_train: float, purity_heldout: float, lam: float) -> fl
 
 
 def relearn_epochs(every: int, times: int, reference_epochs: int, epochs: int) -> list[int]:
-    """1-based epochs after which to re-learn: every `every` of `reference_epochs`, scaled to `epochs`."""
-    found = [round(k * every * epochs / reference_epochs) for k in range(1, times + 1)]
-    return sorted({e for e in found if 1 <= e < epochs})
+    """0-based epochs after which to re-learn: every `every`-th of `reference_epochs` (not epoch 0), at most
+    `times`, scaled to `epochs` (base.scale_epoch); never after the run's last epoch."""
+    found = [scale_epoch(k * every, epochs, reference_epochs) for k in range(1, times + 1)]
+    return sorted({e for e in found if 1 <= e <= epochs - 2})
 
 
 @torch.no_grad()
@@ -83,7 +87,7 @@ class Relearning(Method):
         return model
 
     def on_epoch_end(self, ctx: EpochContext) -> None:
-        if ctx.epoch + 1 not in self.schedule:
+        if ctx.epoch not in self.schedule:
             return
         train, heldout = self.run.collect(ctx.model, "train_eval"), self.run.collect(ctx.model, "val")
         n_train, n_held = len(train["label"]), len(heldout["label"])
