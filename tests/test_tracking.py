@@ -11,8 +11,8 @@ WRITER = """
 import sys
 from bml.tracking import open_tracker
 k = int(sys.argv[2])
-tracker = open_tracker({"uri": sys.argv[1], "artifacts": sys.argv[3]},
-                       {"dataset": "d", "protocol": "p", "method": "m", "fusion": "f", "seed": k}, {"git_commit": "abc"})
+run = {"dataset": "d", "protocol": "p", "method": "m", "fusion": "f", "seed": k}
+tracker = open_tracker({"uri": sys.argv[1], "artifacts": sys.argv[3]}, run, {"git_commit": "abc"})
 import time
 for step in range(1, 21):
     tracker.log_metrics({"loss": 1.0 / step, "acc": float(step), "nested": {"x": float(k)}}, step)
