@@ -1,16 +1,20 @@
 """What each balancing method costs per training step, as a ratio to joint concat measured in the same run.
 
-    python benchmarks/method_cost.py [--rounds 8] [--epochs 2] [--threads 2] [--out benchmarks/results/method_cost.json]
+    python benchmarks/method_cost.py [--rounds 8] [--epochs 3] [--threads 2] [--data-root data]
+                                     [--methods joint,ogm,...] [--out benchmarks/results/method_cost.json]
 
-Every method trains through `bml.train.train` itself (small_cnn + concat, embedded protocol, seed 0, the
-default avdigits data, tracking off, probe_every 0), for `--epochs` epochs per round; the methods take turns
-within a round, in an order rotated every round, so load on a shared machine falls on all of them alike.
-The final test evaluation is skipped (the log callback raises after the last epoch: it is never timed).
+The methods are those of the current matrix (params/params.yaml: matrices[matrix]) that train on every modality
+with fusion concat on avdigits/embedded, joint first; `--methods` picks others. Every method trains through
+`bml.train.train` itself (the cell resolved as bml/plan.py resolves it: small_cnn + concat, embedded protocol,
+seed 0, the packed data under --data-root, tracking off, probe_every 0) for `--epochs` epochs per round; the
+methods take turns within a round, in an order rotated every round, so load on a shared machine falls on all of
+them alike. The final test evaluation is skipped (the log callback raises after the last epoch: it is never timed).
 
 Each run's history gives, per epoch, `step_time_ms` (the training steps: data, hooks, backward, optimizer,
 over the steps of the epoch) and `epoch_end_time_s` (the method's end-of-epoch work). The methods act from
-the first step: the warm-ups are set to 0 (OGM, OPM), and Re-learning's schedule is set to diagnose after
-epoch 1 so its diagnosis is timed.
+the first step: OGM's and OPM's warm-ups are set to 0 and OGM's modulation window to the whole run, and
+Re-learning's schedule is set to diagnose once, after 0-based epoch 1 (its first allowed epoch,
+bml/methods/relearning.py: relearn_epochs; so --epochs is at least 3), so its diagnosis is timed.
 
 Reported per method: its ratio to joint in two ways, (a) the fastest epoch's step time over joint's fastest
 (timeit's rule: the least-disturbed measurement is the closest to the true cost; the headline figure) and
@@ -23,8 +27,8 @@ diagnosis time) / (joint's step time x steps x epochs).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import math
 import os
 import statistics
 import sys
@@ -37,80 +41,99 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from timed_training import train_epochs  # noqa: E402
+from timed_training import cell_config, train_epochs  # noqa: E402
 
-from bml import train as bt  # noqa: E402
+from bml.data.loader import PackedSplit  # noqa: E402
+from bml.methods import method_spec  # noqa: E402
 from bml.methods.relearning import relearn_epochs  # noqa: E402
+from bml.plan import load_pipeline  # noqa: E402
 
-METHODS = ["joint", "ogm", "ogm_ge", "opm", "mmpareto", "relearning"]
+DATASET, PROTOCOL, FUSION = "avdigits", "embedded", "concat"
+# --set items that make each method act from the first step (values of params/methods/<name>.yaml overridden)
 ACT_NOW = {
-    "ogm": ["method.warmup_epochs=0"],
-    "ogm_ge": ["method.warmup_epochs=0"],
+    "ogm": ["method.warmup_epochs=0", "method.modulation_ends=100"],  # 100 = its reference_epochs: the whole run
+    "ogm_ge": ["method.warmup_epochs=0", "method.modulation_ends=100"],
     "opm": ["method.warmup_epochs=0"],
-    "relearning": ["method.every=1", "method.times=1", "method.reference_epochs=2"],
 }
 
 
-def one_run(method: str, epochs: int, root: str) -> list[dict]:
-    config = bt.resolve_config(
-        "avdigits",
-        "embedded",
-        method,
-        "concat",
-        0,
-        [f"train.epochs={epochs}", "train.probe_every=0", *ACT_NOW.get(method, [])],
-    )
-    config["data"]["packed_dir"] = str(REPO / config["data"]["packed_dir"])
-    return train_epochs(config, root)
+def act_now(method: str, epochs: int) -> list[str]:
+    if method == "relearning":  # diagnose once, after 0-based epoch 1 (scale_epoch(1, epochs, epochs) = 1)
+        return ["method.every=1", "method.times=1", f"method.reference_epochs={epochs}"]
+    return ACT_NOW.get(method, [])
+
+
+def matrix_methods() -> list[str]:
+    """Methods of the current matrix on avdigits/embedded with fusion concat that train on every modality."""
+    pipeline = load_pipeline(REPO / "params")
+    found = [
+        run["method"]
+        for block in pipeline["matrices"][pipeline["matrix"]]
+        if (block["dataset"], block["protocol"]) == (DATASET, PROTOCOL)
+        for run in block["runs"]
+        if run["fusion"] == FUSION and method_spec(run["method"]).trains and method_spec(run["method"]).modality is None
+    ]
+    return ["joint", *[m for m in dict.fromkeys(found) if m != "joint"]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument(
-        "--epochs", type=int, default=2, help="epochs per run (at least 2: Re-learning diagnoses after 1)"
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs per run (at least 3: Re-learning diagnoses after 0-based epoch 1, never after the last)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", type=Path, default=REPO / "data", help="holds avdigits/embedded/packed")
+    parser.add_argument("--methods", default="", help="comma-separated (default: the current matrix's, see above)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "method_cost.json")
     args = parser.parse_args()
+    methods = args.methods.split(",") if args.methods else matrix_methods()
+    if methods[0] != "joint":
+        methods = ["joint", *[m for m in methods if m != "joint"]]
+    if "relearning" in methods and args.epochs < 3:
+        parser.error("--epochs must be at least 3 for Re-learning to diagnose (after 0-based epoch 1)")
     torch.set_num_threads(args.threads)
     os.environ["MLFLOW_TRACKING_URI"] = "none"
 
-    steps: dict[str, list[float]] = {m: [] for m in METHODS}
+    steps: dict[str, list[float]] = {m: [] for m in methods}
     per_round: list[dict[str, float]] = []
     diagnosis: list[float] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        configs = {
+            m: cell_config(
+                args.data_root,
+                tmp,
+                m,
+                FUSION,
+                0,
+                (f"train.epochs={args.epochs}", "train.probe_every=0", *act_now(m, args.epochs)),
+            )
+            for m in methods
+        }
         for r in range(args.rounds):
-            order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
+            order = methods[r % len(methods) :] + methods[: r % len(methods)]
             per_round.append({})
             for method in order:
-                history = one_run(method, args.epochs, f"{tmp}/r{r}")
+                history = train_epochs(configs[method])
                 steps[method] += [row["step_time_ms"] for row in history]
                 per_round[-1][method] = statistics.median(row["step_time_ms"] for row in history)
-                if method == "relearning":
-                    diagnosis.append(history[0]["epoch_end_time_s"])
+                # the epochs Re-learning diagnosed after: those that recorded its re-learning weights
+                diagnosis += [
+                    row["epoch_end_time_s"] for row in history if any(k.startswith("relearn_weight_") for k in row)
+                ]
             print(
-                f"round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {steps[m][-1]:.0f} ms" for m in METHODS),
+                f"round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {steps[m][-1]:.0f} ms" for m in methods),
                 file=sys.stderr,
                 flush=True,
             )
 
     med = {m: statistics.median(v) for m, v in steps.items()}
     fastest = {m: min(v) for m, v in steps.items()}
-    round_ratio = {m: statistics.median(r[m] / r["joint"] for r in per_round) for m in METHODS}
-    protocol = bt.resolve_config("avdigits", "embedded", "relearning", "concat", 0)
-    epochs, rl = protocol["train"]["epochs"], protocol["method"]
-    n_diag = len(relearn_epochs(rl["every"], rl["times"], rl["reference_epochs"], epochs))
-    splits = bt.load_splits(
-        {**copy.deepcopy(protocol), "data": {"packed_dir": str(REPO / protocol["data"]["packed_dir"])}}
-    )
-    n_steps = -(-len(splits["train"]) // protocol["train"]["batch_size"])
-    diag_s = statistics.median(diagnosis)
-    # Re-learning's steps are joint's: its amortized cost is joint's training time plus the diagnoses
-    amortized = (fastest["relearning"] * 1e-3 * n_steps * epochs + n_diag * diag_s) / (
-        fastest["joint"] * 1e-3 * n_steps * epochs
-    )
+    round_ratio = {m: statistics.median(r[m] / r["joint"] for r in per_round) for m in methods}
     result = {
         "threads": args.threads,
         "rounds": args.rounds,
@@ -121,20 +144,40 @@ def main() -> None:
         "ratio_fastest_over_joint": {m: round(v / fastest["joint"], 3) for m, v in fastest.items()},
         "ratio_median_per_round_over_joint": {m: round(v, 3) for m, v in round_ratio.items()},
         "step_ms_all": {m: [round(x, 1) for x in v] for m, v in steps.items()},
-        "relearning_diagnosis_s": round(diag_s, 3),
-        "relearning_amortized_ratio_embedded": round(amortized, 3),
-        "relearning_schedule_embedded": f"{n_diag} diagnoses in {epochs} epochs of {n_steps} steps",
     }
     print(f"{args.rounds} rounds x {args.epochs} epochs per method, {args.threads} threads, {result['wall_s']} s")
-    for m in METHODS:
+    for m in methods:
         print(
             f"  {m:<11} fastest {fastest[m]:7.1f} ms/step  x{result['ratio_fastest_over_joint'][m]:.3f} of joint   "
             f"median per round x{result['ratio_median_per_round_over_joint'][m]:.3f}"
         )
-    print(
-        f"  re-learning diagnosis {diag_s:.2f} s; amortized over the embedded protocol "
-        f"({result['relearning_schedule_embedded']}): x{amortized:.3f} of joint"
-    )
+    if diagnosis:
+        # the protocol's own Re-learning schedule and steps per epoch, on the same packed data
+        protocol = cell_config(args.data_root, REPO / "results", "relearning", FUSION, 0)
+        epochs, rl, tcfg = protocol["train"]["epochs"], protocol["method"], protocol["train"]
+        n_diag = len(relearn_epochs(rl["every"], rl["times"], rl["reference_epochs"], epochs))
+        n_train = len(
+            PackedSplit(
+                protocol["paths"]["packed_dir"],
+                "train",
+                protocol["data"]["modalities"],
+                tcfg["train_frames"],
+                train=True,
+            )
+        )
+        n_steps = math.ceil(n_train / tcfg["batch_size"])
+        diag_s = statistics.median(diagnosis)
+        # Re-learning's steps are joint's: its amortized cost is joint's training time plus the diagnoses
+        amortized = (fastest["relearning"] * 1e-3 * n_steps * epochs + n_diag * diag_s) / (
+            fastest["joint"] * 1e-3 * n_steps * epochs
+        )
+        result["relearning_diagnosis_s"] = round(diag_s, 3)
+        result["relearning_amortized_ratio_embedded"] = round(amortized, 3)
+        result["relearning_schedule_embedded"] = f"{n_diag} diagnoses in {epochs} epochs of {n_steps} steps"
+        print(
+            f"  re-learning diagnosis {diag_s:.2f} s; amortized over the embedded protocol "
+            f"({result['relearning_schedule_embedded']}): x{amortized:.3f} of joint"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
