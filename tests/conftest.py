@@ -153,7 +153,7 @@ def tiny_project(
 
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     protocol = project / "params" / "protocols" / "embedded.yaml"
-    protocol.write_text(protocol.read_text().replace("epochs: 20 ", f"epochs: {epochs} "))
+    protocol.write_text(protocol.read_text().replace("epochs: 16 ", f"epochs: {epochs} "))
     return params
 
 
