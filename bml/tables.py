@@ -32,6 +32,7 @@ DATASET_NAMES = {
     "avdigits": "avdigits",
     "cremad": "CREMA-D",
     "ks": "Kinetics-Sounds",
+    "kinetics_sounds": "Kinetics-Sounds",
     "ucf101": "UCF-101",
     "vggsound": "VGGSound",
     "ave": "AVE",
@@ -424,8 +425,12 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
             ]
         table.rows.append(row)
     table.notes = [
-        f"Published: {source['title']} (params/published.yaml). Ours: mean ± std over seeds, test "
-        "split, best-on-validation checkpoint, the same protocol and fusion."
+        f"Published: {source['title']} (params/published.yaml)"
+        + (f"; selected as: {source['selection']}" if source.get("selection") else "")
+        + (f"; seeds: {source['seeds']}" if source.get("seeds") is not None else "")
+        + ". Ours: mean ± std over seeds, test split, the checkpoint chosen on a validation split carved from "
+        "train (test never used for selection), the same protocol and fusion: a number selected on test is "
+        "biased upwards, so Δ understates how far bml is from the published claim when the paper selected on test."
     ]
     if source.get("note"):
         table.notes.append(f"Note from the source: {source['note']}.")

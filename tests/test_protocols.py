@@ -227,13 +227,14 @@ def test_scale_epoch_by_hand():
 
 
 def test_every_methods_schedule_under_embedded_by_hand():
-    """embedded trains 20 epochs: each paper's epoch numbers times 20 / reference_epochs, rounded half up."""
-    ogm = method_of(cell("embedded", "avdigits", "ogm"))  # 6 | 0-60 of 100 -> 1 | 0-12
-    assert (ogm.warmup, ogm.starts, ogm.ends) == (1, 0, 12)
-    ogm_ge = method_of(cell("embedded", "avdigits", "ogm_ge"))  # 0 | 0-50 of 100 -> 0 | 0-10
-    assert (ogm_ge.warmup, ogm_ge.starts, ogm_ge.ends) == (0, 0, 10)
+    """embedded trains 16 epochs: each paper's epoch numbers times 16 / reference_epochs, rounded half up."""
+    ogm = method_of(cell("embedded", "avdigits", "ogm"))  # 6 | 0-60 of 100 -> 0.96 -> 1 | 0-9.6 -> 10
+    assert (ogm.warmup, ogm.starts, ogm.ends) == (1, 0, 10)
+    ogm_ge = method_of(cell("embedded", "avdigits", "ogm_ge"))  # 0 | 0-50 of 100 -> 0 | 0-8
+    assert (ogm_ge.warmup, ogm_ge.starts, ogm_ge.ends) == (0, 0, 8)
     assert method_of(cell("embedded", "avdigits", "opm")).warmup == 1  # 6 of 100 -> 1
-    assert relearn_schedule(cell("embedded", "avdigits", "relearning")) == [4, 9, 13]  # 20, 40, 60 of 90
+    # 20, 40, 60 of 90 -> 3.6, 7.1, 10.7 -> 4, 7, 11
+    assert relearn_schedule(cell("embedded", "avdigits", "relearning")) == [4, 7, 11]
 
 
 def test_a_shortened_paper_protocol_scales_every_method_alike():
