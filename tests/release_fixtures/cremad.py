@@ -18,7 +18,9 @@ BROKEN = {
     "empty": "1001_IEO_FEA_LO",  # FLV has 0 bytes, WAV real
     "missing_flv": "1001_IEO_DIS_HI",  # WAV only
     "missing_wav": "1001_IEO_DIS_LO",  # FLV only
-    "no_audio_stream": "1001_IEO_SAD_HI",  # FLV without an audio stream, WAV real: listing cannot tell
+    # FLV without an audio stream, WAV real: a usable clip, since bml reads CREMA-D's audio from the WAV
+    # (tests/test_release_pipeline.py packs it)
+    "no_audio_stream": "1001_IEO_SAD_HI",
     "known_broken": "1076_MTI_SAD_XX",  # one of the release's four broken clips (here: real media)
     "unknown_label": "1001_DFA_CAL_XX",  # an emotion code CREMA-D does not have
     "unlisted": "1092_DFA_ANG_XX",  # a well-formed name in no split list (actors end at 1091)
