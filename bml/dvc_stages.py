@@ -88,7 +88,8 @@ def stages(plan: Plan) -> dict:
         for k in range(r.n_shards):
             shard = lay.shard(r.dataset, r.name, k)
             out[f"extract-{r.key}-{k}"] = {
-                "cmd": f"bml extract --dataset {r.dataset} --recipe {r.name} --shard {k}",
+                "cmd": f"bml extract --dataset {r.dataset} --recipe {r.name} --shard {k} "
+                f"--workers {plan.pipeline['extract']['workers']}",
                 "deps": [witness(f"features-{r.key}"), lay.manifest(r.dataset)] + CODE["extract"],
                 "outs": [shard, shard.removesuffix(".npy") + ".tsv"],
             }

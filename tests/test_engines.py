@@ -46,8 +46,13 @@ def snakemake(project: Path, *args, check=True):
 
 
 def git_dvc_init(project: Path) -> None:
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["bml", "plan", "--dvc-yaml", "dvc.yaml"],
-                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["bml", "plan", "--dvc-yaml", "dvc.yaml"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
         run(cmd, cwd=project)
 
 
@@ -88,9 +93,13 @@ def test_dvc_gives_snakemakes_numbers_and_a_remote_restores_them_in_a_fresh_clon
     run(["git", "clone", "-q", str(project), str(clone)])
     assert not (clone / "results").exists() and not (clone / "data").exists()
     run(["dvc", "pull"], cwd=clone)
-    for path in ("data/avdigits/embedded/packed/train.npy", "data/avdigits/manifest.csv",
-                 "results/avdigits/embedded/concat/ogm_ge/seed1/checkpoint.pt", "reports/summary.json",
-                 *[f"results/avdigits/embedded/{cell}/metrics.json" for cell in CELLS]):
+    for path in (
+        "data/avdigits/embedded/packed/train.npy",
+        "data/avdigits/manifest.csv",
+        "results/avdigits/embedded/concat/ogm_ge/seed1/checkpoint.pt",
+        "reports/summary.json",
+        *[f"results/avdigits/embedded/{cell}/metrics.json" for cell in CELLS],
+    ):
         assert (clone / path).is_file(), path
     assert metrics(clone, CELLS[0]) == metrics(project, CELLS[0])
     out = run(["dvc", "repro"], cwd=clone).stdout  # only the plan's witnesses (not cached) are written again
@@ -106,8 +115,9 @@ def test_dvc_gives_snakemakes_numbers_and_a_remote_restores_them_in_a_fresh_clon
 
 def _kill_when_training(cmd: list[str], cwd: Path, checkpoint: Path) -> int:
     """Start a whole workflow, SIGKILL it (every process of it) once `checkpoint` holds epoch 2; the epoch killed at."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=bml_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=bml_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.exists():
@@ -140,12 +150,26 @@ def test_a_killed_workflow_restarts_and_its_training_resumes_identically(tmp_pat
 
     out = run(restart, cwd=project)
     assert shard.stat().st_mtime_ns == before  # finished jobs are not redone
-    log = (project / "logs/train/avdigits/embedded/concat/joint/seed0.log").read_text() if engine == "snakemake" \
+    log = (
+        (project / "logs/train/avdigits/embedded/concat/joint/seed0.log").read_text()
+        if engine == "snakemake"
         else out.stderr + out.stdout
+    )
     assert f"resuming {cell} after epoch {stopped}" in log
 
-    reference = run(["bml", "train", "--cell", "avdigits-embedded-joint-concat-s0", "--threads", "1", "--overrides",
-                     json.dumps({"results_root": "reference"})], cwd=project)
+    reference = run(
+        [
+            "bml",
+            "train",
+            "--cell",
+            "avdigits-embedded-joint-concat-s0",
+            "--threads",
+            "1",
+            "--overrides",
+            json.dumps({"results_root": "reference"}),
+        ],
+        cwd=project,
+    )
     assert reference.returncode == 0
     resumed = json.loads((project / cell / "metrics.json").read_text())
     whole = json.loads((project / "reference/avdigits/embedded/concat/joint/seed0/metrics.json").read_text())

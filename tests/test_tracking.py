@@ -27,8 +27,16 @@ def test_eight_concurrent_writers_lose_no_run_and_no_metric(tmp_path, monkeypatc
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {k: v for k, v in bml_env().items() if k != "MLFLOW_TRACKING_URI"}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(k), str(tmp_path / "art")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, str(k), str(tmp_path / "art")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(8)
+    ]
     errors = [p.communicate()[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     client = MlflowClient(tracking_uri=uri)

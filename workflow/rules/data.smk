@@ -53,13 +53,14 @@ rule extract:
         shard=r"\d+",
     params:
         values=lambda w: digest(recipe_of(w).values),
-    threads: 1  # a shard per core: the jobs keep every core decoding (bml extract --workers for one big job)
+    threads: PLAN.pipeline["extract"]["workers"]  # ffmpeg processes at a time within the job
     log:
         "logs/{dataset}/{recipe}/extract_{shard}.log",
     benchmark:
         "logs/{dataset}/{recipe}/extract_{shard}.benchmark.tsv"
     shell:
-        "bml extract --dataset {wildcards.dataset} --recipe {wildcards.recipe} --shard {wildcards.shard} {PLANNED}"
+        "bml extract --dataset {wildcards.dataset} --recipe {wildcards.recipe} --shard {wildcards.shard}"
+        " --workers {threads} {PLANNED}"
         " --expect-hash {params.values} > {log} 2>&1"
 
 
