@@ -166,3 +166,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TWO_BY_TWO = [{"method": "joint", "fusion": "concat"}, {"method": "ogm_ge", "fusion": "concat"}]
+
+
+def copy_project(dest: Path) -> Path:
+    """The pipeline's files in `dest` (a fresh project folder)."""
+    dest.mkdir(parents=True)
+    for name in ["Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"]:
+        shutil.copy(REPO / name, dest / name)
+    for name in ["params", "workflow", "bml", "profiles"]:
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def two_by_two(project: Path, epochs: int = 2, runs: list[dict] | None = None) -> Path:
+    """The tiny 2 x 2 matrix (joint and OGM-GE, seeds 0 and 1) in a project copy."""
+    import yaml
+
+    params = tiny_project(project, epochs=epochs, runs=runs or TWO_BY_TWO)
+    params["matrices"]["tiny"][0]["seeds"] = [0, 1]
+    (project / "params" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+@pytest.fixture(scope="session")
+def built_2x2(tmp_path_factory) -> Path:
+    """The 2 x 2 matrix built by a local Snakemake: the reference other engines and executors are compared with.
+    Tests must not modify it (copy it)."""
+    project = two_by_two(copy_project(tmp_path_factory.mktemp("built") / "project"))
+    run(["snakemake", "-s", str(project / "Snakefile"), "--directory", str(project), "--cores", "2"])
+    return project

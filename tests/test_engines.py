@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,29 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, bml_env, run, tiny_project
+from conftest import bml_env, copy_project, run, tiny_project, two_by_two
 
 pytestmark = pytest.mark.slow
-TWO_BY_TWO = [{"method": "joint", "fusion": "concat"}, {"method": "ogm_ge", "fusion": "concat"}]
 CELLS = [f"concat/{m}/seed{s}" for m in ("joint", "ogm_ge") for s in (0, 1)]
-
-
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ["Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"]:
-        shutil.copy(REPO / name, dest / name)
-    for name in ["params", "workflow", "bml", "profiles"]:
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def two_by_two(project: Path, epochs: int = 2) -> Path:
-    params = tiny_project(project, epochs=epochs, runs=TWO_BY_TWO)
-    params["matrices"]["tiny"][0]["seeds"] = [0, 1]
-    import yaml
-
-    (project / "params" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return project
 
 
 def snakemake(project: Path, *args, check=True):
@@ -60,15 +40,8 @@ def metrics(project: Path, cell: str) -> dict:
     return json.loads((project / "results/avdigits/embedded" / cell / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """The 2 x 2 matrix (joint and OGM-GE, seeds 0 and 1) built by Snakemake: the reference the tests compare with."""
-    project = two_by_two(copy_project(tmp_path_factory.mktemp("built") / "project"))
-    snakemake(project, "--cores", "2")
-    return project
-
-
-def test_snakemakes_own_report_carries_the_tables_and_figures(built, tmp_path):
+def test_snakemakes_own_report_carries_the_tables_and_figures(built_2x2, tmp_path):
+    built = built_2x2
     out = tmp_path / "report.zip"
     snakemake(built, "--report", str(out))
     names = zipfile.ZipFile(out).namelist()
@@ -76,7 +49,8 @@ def test_snakemakes_own_report_carries_the_tables_and_figures(built, tmp_path):
     assert any(n.endswith("avdigits_embedded_concat_probes.png") for n in names)
 
 
-def test_dvc_gives_snakemakes_numbers_and_a_remote_restores_them_in_a_fresh_clone(built, tmp_path):
+def test_dvc_gives_snakemakes_numbers_and_a_remote_restores_them_in_a_fresh_clone(built_2x2, tmp_path):
+    built = built_2x2
     project = two_by_two(copy_project(tmp_path / "dvc"))
     git_dvc_init(project)
     run(["dvc", "repro"], cwd=project)

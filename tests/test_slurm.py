@@ -177,3 +177,42 @@ def test_profile_leaves_account_to_slurm_and_cpus_to_threads():
 def test_script_refuses_unknown_action():
     result = subprocess.run([str(SCRIPT), "restart"], capture_output=True, text=True)
     assert result.returncode != 0 and "usage" in result.stderr
+
+
+def test_the_tiny_matrix_on_slurm_gives_the_local_runs_numbers(stop_cluster_after, built_2x2, tmp_path):
+    """bml's own workflow through the real profile: the manifest, extraction, packing and one training cell run
+    as SLURM jobs, and the cell's metrics equal those of the same cell run locally (built_2x2: one thread,
+    so the SLURM train job gets one thread too)."""
+    from conftest import copy_project, two_by_two
+
+    start_cluster()
+    project = two_by_two(copy_project(tmp_path / "project"))
+    overrides = override_profile(tmp_path / "overrides", train_gpu=0)
+    profile = yaml.safe_load((overrides / "config.yaml").read_text())
+    profile["set-threads"]["train"] = 1  # CPU numbers depend on the thread count: the local run used one
+    (overrides / "config.yaml").write_text(yaml.safe_dump(profile))
+    cell = "results/avdigits/embedded/concat/joint/seed0/metrics.json"
+    began = time.monotonic()
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(overrides),
+        "--snakefile",
+        str(project / "Snakefile"),
+        "--directory",
+        str(project),
+        cell,
+    ]
+    run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    wall_s = time.monotonic() - began
+    assert run.returncode == 0, f"snakemake failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", run.stderr)
+    assert len(submitted) == 4, run.stderr[-3000:]  # generate, extract, pack, train: each a SLURM job
+    assert all(slurm_job(j)["JobState"] == "COMPLETED" for j in submitted)
+    ours, local = (json.loads((p / cell).read_text()) for p in (project, built_2x2))
+    assert ours["test"] == local["test"] and ours["config_hash"] == local["config_hash"]
+    print(f"\nbml's tiny matrix cell through profiles/slurm (4 SLURM jobs): {wall_s:.1f} s")
