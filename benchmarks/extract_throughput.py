@@ -39,7 +39,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bml.data.extract import ffmpeg_exe, select_frames  # noqa: E402
+from bml.data.decode import select_frames  # noqa: E402
+from bml.data.ffmpeg import ffmpeg_exe  # noqa: E402
 from bml.data.manifest import read_manifest  # noqa: E402
 
 RECIPE = "embedded"

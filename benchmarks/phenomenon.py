@@ -25,8 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bml.datasets import load_dataset  # noqa: E402
+from bml.layout import Layout  # noqa: E402
 from bml.methods import UNIMODAL_SUFFIX, method_spec  # noqa: E402
-from bml.plan import Layout, load_dataset, load_pipeline  # noqa: E402
+from bml.plan import load_pipeline  # noqa: E402
 from bml.stats import paired_test  # noqa: E402
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from bml import train as bt
-from bml.plan import Layout, load_dataset, load_pipeline, resolve_cell
+from bml.datasets import load_dataset
+from bml.layout import Layout
+from bml.plan import load_pipeline, resolve_cell
 from bml.results import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -78,7 +78,8 @@ def cmd_manifest(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from bml.data.extract import Limits, extract_shard, shard_rows
+    from bml.data.decode import Limits
+    from bml.data.extract import extract_shard, shard_rows
     from bml.data.manifest import read_manifest
     from bml.plan import digest
 
@@ -118,7 +119,9 @@ def cmd_pack(args: argparse.Namespace) -> None:
 def resolve_train_cell(args: argparse.Namespace):
     """The cell `bml train` runs: by name from the matrix, or from --dataset/--protocol/... with --set."""
     from bml.config import ConfigError
-    from bml.plan import Layout, load_dataset, load_pipeline, resolve_cell
+    from bml.datasets import load_dataset
+    from bml.layout import Layout
+    from bml.plan import load_pipeline, resolve_cell
 
     if args.cell:
         if args.set:
@@ -193,7 +196,8 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
 
     from bml.config import ConfigError
     from bml.data.adapters import list_release
-    from bml.plan import load_dataset, load_pipeline
+    from bml.datasets import load_dataset
+    from bml.plan import load_pipeline
 
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
     dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)

@@ -121,3 +121,22 @@ def refuse(source: str | Path, what: str, problems: list[str]) -> None:
 def check(data: Any, schema: str, source: str | Path, what: str) -> Any:
     refuse(source, what, schema_problems(schema, data))
     return data
+
+
+def apply_set(config: dict, item: str) -> None:
+    """Apply one `--set section.key=value` to a resolved configuration."""
+    dotted, sep, raw = item.partition("=")
+    section, _, rest = dotted.strip().partition(".")
+    if not sep or section not in ("train", "method", "eval") or not rest:
+        raise ConfigError(
+            f"--set {item!r}: expected train.<key>=value, method.<key>=value or eval.<key>=value "
+            f"(e.g. train.epochs=2, method.alpha=0.5)"
+        )
+    node, parts = config[section], rest.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"--set {dotted}: no section {part!r} under {section}; it has {sorted(node)}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"--set {dotted}: unknown key {parts[-1]!r}; choose one of {sorted(node)}")
+    node[parts[-1]] = parse_value(raw.strip())

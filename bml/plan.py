@@ -13,7 +13,7 @@ every name and value before anything runs, and returns:
   changes (a rule param), DVC when the witness file `bml plan --write` leaves for it changes. So a changed
   value reruns exactly the stages it reaches, under either engine.
 
-Every path comes from here (`Layout`): nothing else writes a run directory or a packed file name.
+Every path comes from its `Layout` (bml/layout.py); each dataset from bml/datasets.py.
 """
 
 from __future__ import annotations
@@ -26,20 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bml.catalog import ENCODERS, MODALITY_KINDS
+from bml.catalog import ENCODERS
 from bml.config import (
     PARAMS_DIR,
     PROJECT_ROOT,
     SCHEMAS_DIR,
     ConfigError,
+    apply_set,
     check,
     merge,
-    parse_value,
     read_yaml,
     refuse,
     schema_problems,
     typed,
 )
+from bml.datasets import Dataset, Recipe, load_dataset, names_in
+from bml.layout import Layout
 from bml.methods import allowed_fusions, method_spec, required_runs
 
 SPLITS = ("train", "val", "test")
@@ -51,7 +53,13 @@ NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "worke
 CODE_GLOBS = {
     "generate": ["bml/data/avdigits.py", "bml/data/speech.py", "bml/data/manifest.py", "bml/data/sources.py"],
     "list": ["bml/data/adapters/*.py", "bml/data/manifest.py", "bml/data/sources.py"],
-    "extract": ["bml/data/extract.py", "bml/data/audio.py", "bml/data/flow.py"],
+    "extract": [
+        "bml/data/ffmpeg.py",
+        "bml/data/decode.py",
+        "bml/data/extract.py",
+        "bml/data/audio.py",
+        "bml/data/flow.py",
+    ],
     "pack": ["bml/data/pack.py"],
     "train": [
         "bml/train.py",
@@ -63,7 +71,15 @@ CODE_GLOBS = {
         "bml/models/*.py",
         "bml/methods/base.py",
     ],
-    "report": ["bml/report.py", "bml/tables.py", "bml/figures.py", "bml/stats.py", "bml/results.py"],
+    "report": [
+        "bml/report.py",
+        "bml/tables.py",
+        "bml/table_format.py",
+        "bml/figures.py",
+        "bml/plotting.py",
+        "bml/stats.py",
+        "bml/results.py",
+    ],
 }
 
 
@@ -76,80 +92,6 @@ CODE = {kind: code_files(kind) for kind in CODE_GLOBS}
 
 def digest(values: Any) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where everything lives, relative to the working directory (the project root)."""
-
-    data_root: str = "data"
-    results_root: str = "results"
-    report_dir: str = "reports"
-
-    def dataset_dir(self, dataset: str) -> str:
-        return f"{self.data_root}/{dataset}"
-
-    def manifest(self, dataset: str, name: str = "manifest.csv") -> str:
-        """The manifest, or one of the files written beside it (manifest.json, listing_skipped.tsv)."""
-        return f"{self.data_root}/{dataset}/{name}"
-
-    def raw_dir(self, dataset: str) -> str:  # what a generator writes (the clips)
-        return f"{self.data_root}/{dataset}/raw"
-
-    def recipe_dir(self, dataset: str, recipe: str) -> str:
-        return f"{self.data_root}/{dataset}/{recipe}"
-
-    def shard(self, dataset: str, recipe: str, shard: int, suffix: str = ".npy") -> str:
-        """A shard's records (.npy) or its clips' status (.tsv)."""
-        return f"{self.data_root}/{dataset}/{recipe}/shards/shard{shard}{suffix}"
-
-    def packed_dir(self, dataset: str, recipe: str) -> str:
-        return f"{self.data_root}/{dataset}/{recipe}/packed"
-
-    def packed(self, dataset: str, recipe: str, name: str) -> str:
-        """A file of the packed folder: <split>.npy, <split>.json, skipped.tsv."""
-        return f"{self.data_root}/{dataset}/{recipe}/packed/{name}"
-
-    def summary(self, dataset: str, recipe: str) -> str:
-        return f"{self.data_root}/{dataset}/{recipe}/summary.json"
-
-    def run_dir(self, dataset: str, protocol: str, fusion: str, method: str, seed: int) -> str:
-        return f"{self.results_root}/{dataset}/{protocol}/{fusion}/{method}/seed{seed}"
-
-    def metrics(self, dataset: str, protocol: str, fusion: str, method: str, seed: int) -> str:
-        return f"{self.run_dir(dataset, protocol, fusion, method, seed)}/metrics.json"
-
-    def report(self, name: str) -> str:
-        return f"{self.report_dir}/{name}"
-
-    @property
-    def run_glob(self) -> str:  # every run directory under results_root (read back by bml/results.py)
-        return "*/*/*/*/seed*"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    description: str
-    source: dict  # the `source:` section with params.yaml's datasets.<name> merged in
-    modalities: dict[str, str]  # modality name -> kind, in the dataset's order
-    recipes: dict[str, dict]  # recipe name -> {span, <modality>: settings}
-
-    @property
-    def generated(self) -> bool:
-        return self.source["kind"] == "generator"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    dataset: str
-    name: str
-    values: dict  # the source, modalities and this recipe: what decides the features
-    n_shards: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}-{self.name}"
 
 
 @dataclass(frozen=True)
@@ -196,10 +138,6 @@ def hashed_config(config: dict) -> dict:
 # ---- reading params/ -------------------------------------------------------------------------------
 
 
-def _names(params_dir: Path, folder: str) -> list[str]:
-    return sorted(p.stem for p in (params_dir / folder).glob("*.yaml"))
-
-
 def load_pipeline(params_dir: Path = PARAMS_DIR, overrides: dict | None = None) -> dict:
     """params.yaml with `overrides` (Snakemake's --config, typed) merged in, checked against its schema."""
     path = params_dir / "params.yaml"
@@ -209,53 +147,6 @@ def load_pipeline(params_dir: Path = PARAMS_DIR, overrides: dict | None = None) 
         "params.schema.yaml",
         f"{path}" + (" (with --config overrides)" if overrides else ""),
         "pipeline configuration",
-    )
-
-
-def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
-    path = params_dir / "datasets" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown dataset {name!r}: no {path}; datasets: {_names(params_dir, 'datasets')}")
-    spec = check(read_yaml(path), "dataset.schema.yaml", path, "dataset")
-    source = merge(spec["source"], pipeline.get("datasets", {}).get(name) or {})
-    problems = [
-        f"key 'modalities.{m}': kind {d['kind']!r} is not one of {sorted(MODALITY_KINDS)}"
-        for m, d in spec["modalities"].items()
-        if d["kind"] not in MODALITY_KINDS
-    ]
-    presets = read_yaml(params_dir / "audio_presets.yaml")
-    for rname, recipe in spec.get("recipes", {}).items():
-        missing = sorted(set(spec["modalities"]) - set(recipe))
-        extra = sorted(set(recipe) - set(spec["modalities"]) - {"span"})
-        if missing or extra:
-            problems.append(
-                f"key 'recipes.{rname}': needs settings for every modality {list(spec['modalities'])}"
-                + (f"; missing {missing}" if missing else "")
-                + (f"; unknown {extra}" if extra else "")
-            )
-        for m, kind in ((m, d["kind"]) for m, d in spec["modalities"].items() if m in recipe):
-            problems += [
-                f"key 'recipes.{rname}.{m}': {p}"
-                for p in schema_problems(read_yaml(SCHEMAS_DIR / "recipe.schema.yaml")["$defs"][kind], recipe[m])
-            ]
-            if kind == "audio" and recipe[m].get("preset") not in presets:
-                problems.append(
-                    f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
-                    f"params/audio_presets.yaml; choose one of {sorted(presets)}"
-                )
-    if spec["source"]["kind"] == "generator":
-        presets = source.get("settings", {}).get("presets", {})
-        if source.get("preset") not in presets:
-            problems.append(
-                f"key 'source.preset': {source.get('preset')!r} is not allowed; choose one of {sorted(presets)}"
-            )
-    refuse(path, "dataset", problems)
-    return Dataset(
-        name,
-        spec["description"],
-        source,
-        {m: d["kind"] for m, d in spec["modalities"].items()},
-        spec.get("recipes", {}),
     )
 
 
@@ -278,25 +169,6 @@ def recipe_values(dataset: Dataset, recipe: str, params_dir: Path) -> dict:
     }
 
 
-def _set(config: dict, item: str) -> None:
-    """Apply one `--set section.key=value` to a resolved configuration."""
-    dotted, sep, raw = item.partition("=")
-    section, _, rest = dotted.strip().partition(".")
-    if not sep or section not in ("train", "method", "eval") or not rest:
-        raise ConfigError(
-            f"--set {item!r}: expected train.<key>=value, method.<key>=value or eval.<key>=value "
-            f"(e.g. train.epochs=2, method.alpha=0.5)"
-        )
-    node, parts = config[section], rest.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"--set {dotted}: no section {part!r} under {section}; it has {sorted(node)}")
-        node = node[part]
-    if parts[-1] not in node:
-        raise ConfigError(f"--set {dotted}: unknown key {parts[-1]!r}; choose one of {sorted(node)}")
-    node[parts[-1]] = parse_value(raw.strip())
-
-
 def resolve_cell(
     dataset: Dataset,
     protocol: str,
@@ -313,7 +185,7 @@ def resolve_cell(
     where = f"cell {dataset.name}/{protocol}/{method}/{fusion}"
     ppath = params_dir / "protocols" / f"{protocol}.yaml"
     if not ppath.is_file():
-        raise ConfigError(f"{where}: unknown protocol {protocol!r}; choose one of {_names(params_dir, 'protocols')}")
+        raise ConfigError(f"{where}: unknown protocol {protocol!r}; choose one of {names_in(params_dir, 'protocols')}")
     proto = check(read_yaml(ppath), "protocol.schema.yaml", ppath, "protocol")
     if dataset.name not in proto["datasets"]:
         raise ConfigError(
@@ -374,7 +246,7 @@ def resolve_cell(
         "protocol_description": proto["description"],
     }
     for item in sets:
-        _set(config, item)
+        apply_set(config, item)
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
     schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
     if method in schema["properties"]:

@@ -27,18 +27,8 @@ import numpy as np
 
 from bml.figures import FIGURES, all_figures, captions
 from bml.results import Run, by_seed, load_runs
-from bml.tables import (
-    Settings,
-    Table,
-    build_tables,
-    comparison,
-    modalities_of,
-    stats_keys,
-    table_runs,
-    to_csv,
-    to_latex,
-    to_markdown,
-)
+from bml.table_format import Table, to_csv, to_latex, to_markdown
+from bml.tables import Settings, build_tables, comparison, modalities_of, stats_keys, table_runs
 
 TABLE_FORMATS = ("md", "tex", "csv")
 FIGURE_FORMATS = ("png", "pdf")

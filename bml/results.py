@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bml.layout import Layout
 from bml.methods import method_title
-from bml.plan import Layout
 
 CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
 WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s")  # history columns that differ run to run

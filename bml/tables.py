@@ -10,20 +10,19 @@ the dataset's order; the uni-modal references are the <m>_only runs.
 
 Markers: ↑ / ↓ a difference from the baseline (joint training with the same fusion head) that is
 significant after Holm's correction; the best mean accuracy of a column is bold.
-Each table renders as Markdown, LaTeX (booktabs) and CSV.
+Each table renders as Markdown, LaTeX (booktabs) and CSV (bml/table_format.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from bml.methods import UNIMODAL_SUFFIX, method_spec
 from bml.results import Run, by_seed, cell_label, method_name
 from bml.stats import TEST_NAMES, compare_to_baseline, summarize
+from bml.table_format import Table
 
 # Metric and history-column prefixes that are followed by a modality's name (bml/evaluate.py, bml/train.py).
 # Longest first, so that acc_zero_audio is read as the modality "audio", not "zero_audio".
@@ -76,94 +75,6 @@ def method_order(methods, modalities=()) -> list[str]:
     head = singles + sorted(m for m in methods if is_unimodal(m) and m not in singles)
     head += [m for m in ("joint",) if m in methods]
     return head + sorted(m for m in methods if m not in head)
-
-
-@dataclass
-class Table:
-    name: str  # file stem under reports/
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells in bold
-    notes: list[str] = field(default_factory=list)
-
-
-# ---- rendering ---------------------------------------------------------------------------------------
-
-
-def to_markdown(table: Table) -> str:
-    def cell(i: int, j: int, text: str) -> str:
-        return f"**{text}**" if (i, j) in table.bold else text
-
-    lines = [
-        f"### {table.title}",
-        "",
-        "| " + " | ".join(table.header) + " |",
-        "|" + "|".join("---" for _ in table.header) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(table.rows)]
-    lines += [""] + [f"{k + 1}. {note}" for k, note in enumerate(table.notes)]
-    return "\n".join(lines) + "\n"
-
-
-LATEX_SUBS = [
-    ("\\", r"\textbackslash{}"),
-    ("&", r"\&"),
-    ("%", r"\%"),
-    ("_", r"\_"),
-    ("#", r"\#"),
-    ("±", r"$\pm$"),
-    ("—", "---"),
-    ("↑", r"$^{\uparrow}$"),
-    ("↓", r"$^{\downarrow}$"),
-    ("Δ", r"$\Delta$"),
-    ("≥", r"$\geq$"),
-    ("<", r"$<$"),
-    ("×", r"$\times$"),
-]
-
-
-def latex_escape(text: str) -> str:
-    for old, new in LATEX_SUBS:
-        text = text.replace(old, new)
-    return text
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs table (\\usepackage{booktabs}); notes as a footnote-sized paragraph under it."""
-
-    def cell(i: int, j: int, text: str) -> str:
-        text = latex_escape(text)
-        return f"\\textbf{{{text}}}" if (i, j) in table.bold else text
-
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        f"\\caption{{{latex_escape(table.title)}}}",
-        f"\\label{{tab:{table.name}}}",
-        r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
-        r"\toprule",
-        " & ".join(latex_escape(h) for h in table.header) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.notes:
-        lines += [
-            r"\par\smallskip\footnotesize",
-            " ".join(f"({k + 1}) {latex_escape(n)}" for k, n in enumerate(table.notes)),
-        ]
-    lines += [r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(table: Table) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table.header)
-    writer.writerows(table.rows)
-    return out.getvalue()
 
 
 # ---- building ----------------------------------------------------------------------------------------

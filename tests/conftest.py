@@ -14,7 +14,9 @@ import pytest
 
 from bml.data.avdigits import generate
 from bml.data.sources import generator_settings
-from bml.plan import Layout, load_dataset, load_pipeline, resolve_cell
+from bml.datasets import load_dataset
+from bml.layout import Layout
+from bml.plan import load_pipeline, resolve_cell
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params"

@@ -12,7 +12,7 @@ from release_fixtures_ucf import ave as fixture
 
 from bml.data.adapters import LISTS_DIR, LayoutError, list_release
 from bml.data.adapters.ave import DEFAULTS, read_classes, read_rows
-from bml.data.extract import MediaError, probe
+from bml.data.ffmpeg import MediaError, probe
 
 
 @pytest.fixture(scope="module")

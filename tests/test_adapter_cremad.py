@@ -12,7 +12,7 @@ from release_fixtures.cremad import BROKEN, good_stems, make_tree
 from bml.config import PARAMS_DIR
 from bml.data.adapters import LISTS_DIR, LayoutError, list_release
 from bml.data.adapters.cremad import CLASSES, DEFAULTS, KNOWN_BROKEN, carve_val, stratified_pick
-from bml.data.extract import probe
+from bml.data.ffmpeg import probe
 
 
 def read_list(split: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from bml.config import PARAMS_DIR
 from bml.data.adapters import LISTS_DIR, LayoutError, list_release
 from bml.data.adapters.cremad import stratified_pick
 from bml.data.adapters.kinetics_sounds import DEFAULTS, K400_STEM, SHORT_NAME
-from bml.data.extract import probe
+from bml.data.ffmpeg import probe
 
 N_TEST_LISTED = 2597  # DATASETS.md: 14,799 / 2,597
 

@@ -14,7 +14,7 @@ from release_fixtures_ucf import ucf101 as fixture
 
 from bml.data.adapters import LayoutError, list_release
 from bml.data.adapters.ucf101 import DEFAULTS
-from bml.data.extract import MediaError, probe
+from bml.data.ffmpeg import MediaError, probe
 from bml.data.flow import dequantise_flow, flow_v_dir, read_flow_frames
 
 GOOD = {fixture.clip_name(cls, g, c) for cls in fixture.FIXTURE_CLASSES for g in fixture.GROUPS for c in (1, 2)}

@@ -12,7 +12,7 @@ from release_fixtures.vggsound import CLASSES_CSV_ORDER, broken_rows, downloaded
 from bml.config import PARAMS_DIR
 from bml.data.adapters import LayoutError, list_release
 from bml.data.adapters.vggsound import DEFAULTS
-from bml.data.extract import probe
+from bml.data.ffmpeg import probe
 
 SMALL = {"n_classes": 5}  # the fixture's csv has 5 of VGGSound's 309 classes
 BROKEN_CASES = ("empty", "no_audio_stream", "duplicate_row")

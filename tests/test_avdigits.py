@@ -9,7 +9,8 @@ from conftest import avdigits_settings
 
 from bml.config import ConfigError
 from bml.data.avdigits import NO_SPEECH, generate, plan_clips
-from bml.data.extract import decode_clip, probe
+from bml.data.decode import decode_clip
+from bml.data.ffmpeg import probe
 from bml.data.manifest import Row
 
 
@@ -35,7 +36,7 @@ def test_clips_are_h264_aac_mp4s_with_durations_in_range(tiny_avdigits):
 def test_video_stream_is_yuv420p_h264(tiny_avdigits):
     import subprocess
 
-    from bml.data.extract import ffmpeg_exe
+    from bml.data.ffmpeg import ffmpeg_exe
 
     clip = tiny_avdigits.parent / "clips" / "avd_00000.mp4"
     text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(clip)], capture_output=True, text=True).stderr

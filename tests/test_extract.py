@@ -16,19 +16,9 @@ import pytest
 from PIL import Image
 
 from bml.data.audio import spectrogram
-from bml.data.extract import (
-    Limits,
-    MediaError,
-    _run_ffmpeg,
-    clip_job,
-    decode_clip,
-    decode_clips,
-    extract_shard,
-    features,
-    ffmpeg_exe,
-    read_summary,
-    select_frames,
-)
+from bml.data.decode import Limits, _run_ffmpeg, clip_job, decode_clip, decode_clips, select_frames
+from bml.data.extract import extract_shard, features
+from bml.data.ffmpeg import MediaError, ffmpeg_exe, read_summary
 from bml.data.flow import quantise_flow
 from bml.data.manifest import Row
 from bml.data.pack import read_shard_status

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from scipy import stats
 
-from bml import figures
+from bml import figures, plotting
 from bml.results import Run
 
 EPOCHS = 3
@@ -141,7 +141,7 @@ def test_all_figures_returns_every_named_figure(runs, tmp_path):
 
 
 def test_mean_band_is_mean_and_t_interval():
-    mean, lo, hi = figures.mean_band([[1.0, 2.0, 6.0], [5.0], []])
+    mean, lo, hi = plotting.mean_band([[1.0, 2.0, 6.0], [5.0], []])
     half = stats.t.ppf(0.975, df=2) * np.std([1.0, 2.0, 6.0], ddof=1) / math.sqrt(3)
     assert mean[0] == pytest.approx(3.0)
     assert (lo[0], hi[0]) == pytest.approx((3.0 - half, 3.0 + half))

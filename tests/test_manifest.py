@@ -12,7 +12,8 @@ import pytest
 import bml.data.adapters as adapters
 from bml.data.manifest import MAX_ID, ManifestError, read_manifest, write_manifest
 from bml.data.sources import build_manifest
-from bml.plan import Dataset, Layout
+from bml.datasets import Dataset
+from bml.layout import Layout
 
 CLASSES = ["cat", "dog", "owl"]
 AV = {"audio": "audio", "visual": "frames"}

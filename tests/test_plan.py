@@ -13,8 +13,10 @@ import yaml
 from conftest import PARAMS, REPO, run, tiny_project
 
 from bml.config import ConfigError
+from bml.datasets import load_dataset
 from bml.dvc_stages import dvc_yaml
-from bml.plan import Layout, digest, load_dataset, load_pipeline, load_plan, overrides_of, resolve_cell
+from bml.layout import Layout
+from bml.plan import digest, load_pipeline, load_plan, overrides_of, resolve_cell
 
 
 def test_the_default_plan_has_readable_cells_and_one_layout():

@@ -16,10 +16,12 @@ from conftest import PARAMS
 
 from bml.config import ConfigError, read_yaml
 from bml.data.loader import FRAME_KINDS
+from bml.datasets import load_dataset
+from bml.layout import Layout
 from bml.methods import METHODS, PUBLISHED_TITLES, allowed_fusions, load_method, method_spec
 from bml.methods.base import RunContext, scale_epoch
 from bml.methods.relearning import relearn_epochs
-from bml.plan import Layout, load_dataset, load_pipeline, load_plan, resolve_cell
+from bml.plan import load_pipeline, load_plan, resolve_cell
 
 PROTOCOLS = sorted(p.stem for p in (PARAMS / "protocols").glob("*.yaml"))
 COVERED = [(p, d) for p in PROTOCOLS for d in read_yaml(PARAMS / "protocols" / f"{p}.yaml")["datasets"]]

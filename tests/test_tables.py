@@ -12,7 +12,8 @@ import yaml
 from bml.cli import main as bml_main
 from bml.report import build_report, output_names
 from bml.results import load_runs
-from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of, to_csv, to_latex, to_markdown
+from bml.table_format import to_csv, to_latex, to_markdown
+from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

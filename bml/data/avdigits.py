@@ -34,7 +34,7 @@ from PIL import Image
 from scipy.signal import resample_poly
 
 from bml.data import speech
-from bml.data.extract import ffmpeg_exe
+from bml.data.ffmpeg import ffmpeg_exe
 
 MANIFEST_FIELDS = ["clip_id", "path", "label", "split", "digit_shown", "digit_spoken", "duration"]
 SPLITS = ("train", "val", "test")

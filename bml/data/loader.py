@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from bml.data.extract import select_frames
+from bml.data.decode import select_frames
 from bml.data.pack import open_split
 
 FRAME_KINDS = ("frames", "flow")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bml.config import ConfigError
 from bml.data.manifest import write_manifest
-from bml.plan import Dataset, Layout
+from bml.datasets import Dataset
+from bml.layout import Layout
 
 GENERATORS = ("avdigits",)
 
