@@ -13,10 +13,12 @@ import csv
 import io
 import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bml.config import PROJECT_ROOT
 from bml.layout import Layout
 from bml.methods import method_title
 
@@ -132,3 +134,21 @@ def write_metrics(
     }
     _write_atomic(run_dir / METRICS, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def code_version() -> str:
+    """The project's git commit, with -dirty when tracked files differ from it; "unknown" outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -14,7 +14,6 @@ bml's message, naming the epoch and step, and keep the last good checkpoint.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ import torch
 from tqdm import tqdm
 
 from bml.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
-from bml.config import PROJECT_ROOT
 from bml.data.loader import PackedSplit, make_loader, prepare_inputs
 from bml.evaluate import NonFiniteError, classification_metrics, collect, evaluate_model, modality_accuracies, probes
 from bml.methods import load_method, method_spec
@@ -34,29 +32,12 @@ from bml.methods.base import Batch, EpochContext, LossNotFinite, Method, RunCont
 from bml.models.model import ModelSpec
 from bml.optim import build_optimizer, build_scheduler
 from bml.plan import digest, hashed_config
-from bml.results import BEST, CHECKPOINT, write_history, write_metrics
+from bml.results import BEST, CHECKPOINT, code_version, write_history, write_metrics
 from bml.tracking import open_tracker
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (a NaN, a checkpoint of another configuration); names the file."""
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class Phases:
@@ -80,19 +61,21 @@ def open_run(config: dict, device: torch.device) -> RunContext:
     """The run's data (checked: size, hash, disjoint splits) and what every hook may read."""
     packed, tcfg, seed = config["paths"]["packed_dir"], config["train"], config["run"]["seed"]
     modalities = config["data"]["modalities"]
+    only = method_spec(config["run"]["method"]).modality  # a uni-modal baseline reads its own modality only
+    read = {only: modalities[only]} if only else modalities
     splits = {
         "train": PackedSplit(
             packed,
             "train",
-            modalities,
+            read,
             tcfg["train_frames"],
             train=True,
             seed=seed,
             augment=tcfg.get("frame_augment", "none"),
         ),
-        "train_eval": PackedSplit(packed, "train", modalities, tcfg["eval_frames"], train=False, seed=seed),
-        "val": PackedSplit(packed, "val", modalities, tcfg["eval_frames"], train=False, seed=seed),
-        "test": PackedSplit(packed, "test", modalities, tcfg["eval_frames"], train=False, seed=seed),
+        "train_eval": PackedSplit(packed, "train", read, tcfg["eval_frames"], train=False, seed=seed),
+        "val": PackedSplit(packed, "val", read, tcfg["eval_frames"], train=False, seed=seed),
+        "test": PackedSplit(packed, "test", read, tcfg["eval_frames"], train=False, seed=seed),
     }
     train_ids = set(splits["train"].records["clip_id"].tolist())
     for other in ("val", "test"):
@@ -119,7 +102,12 @@ def _progress(iterable, **kw):
 
 
 def _nonfinite_parameters(model: torch.nn.Module) -> list[str]:
-    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    """The parameters holding a NaN or an infinity. One fused check first: one device sync per step on a GPU,
+    not one per parameter; the names only when something is wrong."""
+    params = list(model.named_parameters())
+    if torch.stack([torch.isfinite(p).all() for _, p in params]).all():
+        return []
+    return [name for name, p in params if not torch.isfinite(p).all()]
 
 
 def train(
@@ -162,7 +150,7 @@ def train(
         )
     tags = {
         **{k: str(v) for k, v in run_cfg.items()},
-        "git_commit": git_commit(),
+        "git_commit": code_version(),
         "data_hash": dhash,
         "config_hash": chash,
     }

@@ -180,10 +180,10 @@ def test_script_refuses_unknown_action():
 
 
 def test_the_tiny_matrix_on_slurm_gives_the_local_runs_numbers(stop_cluster_after, built_2x2, tmp_path):
-    """bml's own workflow through the real profile: the manifest, extraction, packing and one training cell run
-    as SLURM jobs, and the cell's metrics equal those of the same cell run locally (built_2x2: one thread,
-    so the SLURM train job gets one thread too)."""
-    from conftest import copy_project, two_by_two
+    """bml's own workflow through the real profile: the manifest, extraction (a job per shard), packing and one
+    training cell run as SLURM jobs, and the cell's metrics equal those of the same cell run locally (built_2x2:
+    one thread, so the SLURM train job gets one thread too)."""
+    from conftest import bml_env, copy_project, two_by_two
 
     start_cluster()
     project = two_by_two(copy_project(tmp_path / "project"))
@@ -207,12 +207,13 @@ def test_the_tiny_matrix_on_slurm_gives_the_local_runs_numbers(stop_cluster_afte
         str(project),
         cell,
     ]
-    run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(command, cwd=project, env=bml_env(), capture_output=True, text=True, timeout=900)
     wall_s = time.monotonic() - began
     assert run.returncode == 0, f"snakemake failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", run.stderr)
-    assert len(submitted) == 4, run.stderr[-3000:]  # generate, extract, pack, train: each a SLURM job
+    n_shards = yaml.safe_load((project / "params" / "params.yaml").read_text())["extract"]["n_shards"]
+    assert len(submitted) == 3 + n_shards, run.stderr[-3000:]  # generate, each extract shard, pack, train
     assert all(slurm_job(j)["JobState"] == "COMPLETED" for j in submitted)
     ours, local = (json.loads((p / cell).read_text()) for p in (project, built_2x2))
     assert ours["test"] == local["test"] and ours["config_hash"] == local["config_hash"]
-    print(f"\nbml's tiny matrix cell through profiles/slurm (4 SLURM jobs): {wall_s:.1f} s")
+    print(f"\nbml's tiny matrix cell through profiles/slurm ({len(submitted)} SLURM jobs): {wall_s:.1f} s")

@@ -63,9 +63,10 @@ def test_dvc_repro_in_a_fresh_git_repository(project_copy):
     # a changed recipe value reruns the features and what depends on them, not the generator
     recipe = project_copy / "params" / "datasets" / "avdigits.yaml"
     spec = yaml.safe_load(recipe.read_text())
-    spec["recipes"]["embedded"]["visual"]["size"] = 32
+    assert spec["recipes"]["embedded"]["visual"]["size"] != 24
+    spec["recipes"]["embedded"]["visual"]["size"] = 24
     recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = run(["dvc", "repro"], cwd=project_copy).stdout
     assert "Running stage 'extract-avdigits-embedded-0'" in out and "Running stage 'manifest-avdigits'" not in out
     assert "Running stage 'train-avdigits-embedded-joint-concat-s0'" in out  # new features: retrained
-    assert np.load(root / "embedded" / "packed" / "train.npy", mmap_mode="r")["visual"].shape[-1] == 32
+    assert np.load(root / "embedded" / "packed" / "train.npy", mmap_mode="r")["visual"].shape[-1] == 24

@@ -67,7 +67,8 @@ def modulate_conv_gradients(encoder: nn.Module, k: float, gaussian_noise: bool) 
         if param.grad is None or param.grad.dim() != 4:
             continue
         if gaussian_noise:
-            std = param.grad.std().item() + 1e-8
+            # stays on the device (no .item(): one sync per layer on a GPU); in float64 like the authors' .item()
+            std = param.grad.std().double() + 1e-8
             param.grad.mul_(k).add_(torch.randn_like(param.grad) * std)
         else:
             param.grad.mul_(k)
