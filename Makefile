@@ -39,6 +39,7 @@ bench: setup
 	python benchmarks/run_phases.py
 	python benchmarks/plan_overhead.py
 	python benchmarks/method_cost.py --rounds 8 --threads 1
+	python benchmarks/gpu_estimate.py
 
 lint: setup
 	ruff check .

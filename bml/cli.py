@@ -181,7 +181,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     r = plan.pipeline["report"]
     seeds = tuple(sorted({c.seed for c in plan.cells}))
     settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
-    build_report(plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings)
+    cells = {str(Path(c.run_dir)) for c in plan.cells}  # the matrix's runs only, not every run on disk
+    build_report(
+        plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings, only=cells
+    )
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

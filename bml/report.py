@@ -156,12 +156,21 @@ def output_names(groups: list[tuple[str, str, str, list[str]]], published_ids: l
     return names
 
 
-def build_report(results_root: str | Path, out_dir: str | Path, published: dict, settings: Settings, log=print) -> dict:
-    """Write every table, figure, the page and summary.json; returns the summary."""
+def build_report(
+    results_root: str | Path,
+    out_dir: str | Path,
+    published: dict,
+    settings: Settings,
+    log=print,
+    only: set[str] | None = None,
+) -> dict:
+    """Write every table, figure, the page and summary.json; returns the summary. `only`: the run directories
+    to report (the plan's cells), so that runs of another matrix left under results_root stay out of its tables
+    and its Holm families; None reports every run found."""
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    runs, problems = load_runs(results_root)
+    runs, problems = load_runs(results_root, only)
     for problem in problems:
         log(f"warning: {problem}")
     tables = build_tables(runs, published, settings, problems)

@@ -61,10 +61,13 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def load_runs(results_root: str | Path) -> tuple[list[Run], list[str]]:
-    """Every finished run under results_root, sorted; and one line per metrics file that could not be read."""
+def load_runs(results_root: str | Path, only: set[str] | None = None) -> tuple[list[Run], list[str]]:
+    """Every finished run under results_root (or only those whose run directory is in `only`: the plan's cells),
+    sorted; and one line per metrics file that could not be read."""
     runs, problems = [], []
     for path in sorted(Path(results_root).glob(f"{Layout().run_glob}/{METRICS}")):
+        if only is not None and str(path.parent) not in only:
+            continue
         try:
             metrics = json.loads(path.read_text())
             r = metrics["run"]

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from bml.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
-from bml.data.loader import PackedSplit, make_loader, prepare_inputs
+from bml.data.loader import CROP_SCALE, PackedSplit, make_loader, prepare_inputs
 from bml.evaluate import NonFiniteError, classification_metrics, collect, evaluate_model, modality_accuracies, probes
 from bml.methods import load_method, method_spec
 from bml.methods.base import Batch, EpochContext, LossNotFinite, Method, RunContext, Samples, StepContext
@@ -72,6 +72,7 @@ def open_run(config: dict, device: torch.device) -> RunContext:
             train=True,
             seed=seed,
             augment=tcfg.get("frame_augment", "none"),
+            crop_scale=tcfg.get("frame_crop_scale", CROP_SCALE),
         ),
         "train_eval": PackedSplit(packed, "train", read, tcfg["eval_frames"], train=False, seed=seed),
         "val": PackedSplit(packed, "val", read, tcfg["eval_frames"], train=False, seed=seed),

@@ -34,6 +34,18 @@ def test_the_default_plan_has_readable_cells_and_one_layout():
     assert Layout().shard("avdigits", "embedded", 2) == "data/avdigits/embedded/shards/shard2.npy"
 
 
+def test_the_all_matrix_trains_every_method_bml_has():
+    """`make run-all` (matrices.all) holds every registered method with every fusion head it can use on the
+    embedded dataset's two modalities, and each modality's uni-modal baseline."""
+    from bml.methods import METHODS, allowed_fusions
+
+    plan = load_plan(PARAMS, {"matrix": "all"})
+    ran = {(c.method, c.fusion) for c in plan.cells}
+    expected = {(m, f) for m, spec in METHODS.items() for f in allowed_fusions(spec, 2)}
+    expected |= {(f"{m}_only", "none") for m in plan.datasets["avdigits"].modalities}
+    assert ran == expected
+
+
 def test_planning_imports_no_torch_and_is_fast():
     code = (
         "import sys, time; t = time.perf_counter(); from bml.plan import load_plan; load_plan(); "

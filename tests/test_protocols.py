@@ -141,6 +141,11 @@ def test_the_two_tpami_settings_differ_where_the_authors_say():
         assert [method_of(config).active(e) for e in range(8)] == [False] * 6 + [True] * 2
     opm = cell("tpami24_ks", "kinetics_sounds", "opm")["method"]  # train_opm.sh
     assert (opm["q_base"], opm["lam"], opm["p_exe"], opm["warmup_epochs"]) == (0.5, 0.5, 0.7, 6)
+    # spatial_transforms.py / KS.py: 112-px frames, RandomResizedCrop(112, scale=(0.25, 1)); BalanceBenchmark: 224
+    assert ks["data"]["recipe"] == "fbank_112" and ks["data"]["settings"]["visual"]["size"] == 112
+    assert ks["train"]["frame_crop_scale"] == [0.25, 1.0]
+    bb = cell("balancebench", "kinetics_sounds", "joint")
+    assert bb["data"]["settings"]["visual"]["size"] == 224 and "frame_crop_scale" not in bb["train"]
 
 
 def test_balancebench_runs_balancebenchs_own_method_settings():

@@ -220,10 +220,16 @@ def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tm
 
 
 def test_bml_report_command_reads_params(tmp_path):
+    """`bml report` reports the plan's cells: a run of another matrix left on disk (ogm_noise_free is in
+    matrices.all, not default) stays out of the tables and of the Holm families."""
     root = synthetic_results(tmp_path / "results")
+    write_run(root, "avdigits", "ogm_noise_free", "concat", 0, {"acc": 50.0}, [{"epoch": 1, "val_acc": 40.0}])
+    assert any(r.method == "ogm_noise_free" for r in load_runs(root)[0])
     overrides = {"results_root": str(root), "report": {"out_dir": str(tmp_path / "r")}}
     bml_main(["report", "--overrides", json.dumps(overrides)])
     assert (tmp_path / "r" / "index.html").is_file()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert "avdigits/embedded/concat/ogm_ge" in summary and not any("ogm_noise_free" in k for k in summary)
     with pytest.raises(SystemExit):
         bml_main(["report", "--params-dir", str(tmp_path / "nowhere")])
 

@@ -75,6 +75,30 @@ def test_loader_gives_the_same_batches_with_and_without_workers(packed_avdigits)
     assert a["inputs"]["audio"].shape == (16, 64, 50)
 
 
+def test_training_crops_keep_the_protocols_area_share_and_are_reproducible(packed_avdigits):
+    """frame_crop_scale reaches the crop: with a share of 1 (and the default ratios, which then never fit) every
+    crop is the whole frame, flipped or not; torchvision's default share crops; the same (seed, epoch) crops alike."""
+    stored = PackedSplit(packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=1)
+    whole = PackedSplit(
+        packed(packed_avdigits),
+        "train",
+        MODALITIES,
+        3,
+        train=True,
+        seed=1,
+        augment="random_resized_crop_flip",
+        crop_scale=(1.0, 1.0),
+    )
+    cropped = PackedSplit(
+        packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=1, augment="random_resized_crop_flip"
+    )
+    raw, full, some = (ds[list(range(8))]["inputs"]["visual"] for ds in (stored, whole, cropped))
+    frames = list(zip(raw.flatten(0, 1), full.flatten(0, 1), some.flatten(0, 1), strict=True))  # (3, S, S) each
+    assert all(torch.equal(f, r) or torch.equal(f, r.flip(-1)) for r, f, _ in frames)
+    assert not all(torch.equal(c, r) or torch.equal(c, r.flip(-1)) for r, _, c in frames)
+    assert torch.equal(some, cropped[list(range(8))]["inputs"]["visual"])
+
+
 def test_a_method_can_choose_the_epochs_samples(packed_avdigits):
     ds = PackedSplit(packed(packed_avdigits), "train", MODALITIES, 3, train=True, seed=2)
     chosen = np.array([0, 0, 5, 7, 7, 7])

@@ -26,12 +26,13 @@ from bml.data.pack import open_split
 
 FRAME_KINDS = ("frames", "flow")
 AUGMENTS = ("none", "random_resized_crop_flip")
+CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default area share; a protocol's frame_crop_scale overrides
 
 
 def random_resized_crop_flip(
     frames: np.ndarray,
     rng: np.random.Generator,
-    scale: tuple[float, float] = (0.08, 1.0),
+    scale: tuple[float, float] = CROP_SCALE,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> np.ndarray:
     """The papers' training transform, RandomResizedCrop(S) + RandomHorizontalFlip (OGM-GE's loaders; torchvision's
@@ -74,10 +75,12 @@ class PackedSplit(Dataset):
         train: bool,
         seed: int = 0,
         augment: str = "none",
+        crop_scale: tuple[float, float] = CROP_SCALE,
     ) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"unknown frame augmentation {augment!r}; choose one of {AUGMENTS}")
         self.augment = augment if train else "none"  # test-time frames are the stored ones (resized at extraction)
+        self.crop_scale = tuple(crop_scale)  # the area share a random crop keeps (RandomResizedCrop's `scale`)
         self.records, self.meta = open_split(packed_dir, split)
         self.path = Path(packed_dir) / f"{split}.npy"
         self.modalities = {m: k for m, k in modalities.items() if m in self.records.dtype.names}
@@ -119,7 +122,8 @@ class PackedSplit(Dataset):
                 if kind in FRAME_KINDS:
                     value = value[self.frame_indices(i, len(value))]
                     if self.augment != "none" and kind == "frames":
-                        value = random_resized_crop_flip(value, np.random.default_rng([self.seed, self.epoch, i, 1]))
+                        rng = np.random.default_rng([self.seed, self.epoch, i, 1])
+                        value = random_resized_crop_flip(value, rng, scale=self.crop_scale)
                 inputs[m].append(value)
         idx = np.asarray(indices, dtype=np.int64)
         return {
