@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose process ends as soon as they are done, skipping the interpreter's teardown: with torch loaded
+# it takes about 0.45 s (measured on a 200-clip extraction shard of 2.6 s of work), and every file an extraction
+# writes is closed and renamed into place before the command returns. Only when run as a program.
+ENDS_AT_ONCE = ("extract",)
+
+
 def main(argv: list[str] | None = None) -> None:
     from bml.config import ConfigError
 
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, FileNotFoundError) as err:
         print(f"bml {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    if argv is None and args.command in ENDS_AT_ONCE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
