@@ -22,6 +22,8 @@ from bml.plan import CODE, Plan
 WITNESS_DIR = ".bml/plan"
 PLAN_CODE = [
     "bml/plan.py",
+    "bml/layout.py",
+    "bml/datasets.py",
     "bml/config.py",
     "bml/catalog.py",
     "bml/methods/__init__.py",
