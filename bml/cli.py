@@ -155,12 +155,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         claim_gpu()  # before torch is imported: CUDA reads CUDA_VISIBLE_DEVICES once
         print(f"bml train: {describe()}", file=sys.stderr)
-    import torch
-
+    from bml.runtime import configure_torch
     from bml.train import TrainingError, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_torch()  # one compute thread whatever --threads grants: the numbers must not depend on it
     try:
         result = train(cell.config, device=args.device, restart=args.restart, replace_stale=bool(args.cell))
     except TrainingError as err:
@@ -310,7 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results-root", default=None, help="where run folders go (default: params.yaml results_root)")
     p.add_argument("--device", default="auto", help="auto (the GPU this job claims, if any), cpu, cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPUs the scheduler granted (recorded; compute runs on one thread so that no number depends on it)",
+    )
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.set_defaults(func=cmd_train)
 

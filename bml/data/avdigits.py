@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,8 @@ from PIL import Image
 from scipy.signal import resample_poly
 
 from bml.data import speech
-from bml.data.ffmpeg import ffmpeg_exe
+from bml.data.ffmpeg import ffmpeg_exe, ffmpeg_version
+from bml.runtime import FFMPEG_CPU_FLAGS
 
 MANIFEST_FIELDS = ["clip_id", "path", "label", "split", "digit_shown", "digit_spoken", "duration"]
 SPLITS = ("train", "val", "test")
@@ -182,7 +182,7 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, settings: dict
         audio_bitrate="64k",
         t=n / settings["fps"],
         **{"threads": 1, "fflags": "+bitexact", "flags:v": "+bitexact", "flags:a": "+bitexact"},
-    ).global_args("-hide_banner", "-loglevel", "error", "-y")
+    ).global_args("-hide_banner", "-loglevel", "error", "-y", *FFMPEG_CPU_FLAGS)
     try:
         out.run(cmd=ffmpeg_exe(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as err:
@@ -251,7 +251,7 @@ def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, worke
                 "seed": seed,
                 "settings": settings,
                 "voices": list(speech.VOICES),
-                "ffmpeg": _ffmpeg_version(),
+                "ffmpeg": ffmpeg_version(),
             },
             indent=2,
             sort_keys=True,
@@ -262,11 +262,6 @@ def generate(out_dir: str | Path, n_clips: int, seed: int, settings: dict, worke
     counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
     log(f"avdigits: wrote {len(rows)} clips to {out_dir} ({counts})")
     return manifest
-
-
-def _ffmpeg_version() -> str:
-    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else "unknown"
 
 
 def read_generated(out_dir: str | Path) -> list[dict]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from bml.data.ffmpeg import InputInfo, MediaError, ffmpeg_exe, read_inputs, read_summary, why_unreadable
 from bml.data.manifest import Row
+from bml.runtime import FFMPEG_CPU_FLAGS
 
 FLOW_FIRST = "frame000001.jpg"  # a TV-L1 release numbers flow frames from 1 (bml/data/flow.py)
 
@@ -115,7 +116,7 @@ def _outputs(job: ClipJob, first_input: int, modalities: dict[str, str], setting
 
 def _run_ffmpeg(jobs: list[ClipJob], modalities: dict[str, str], settings: dict):
     """One ffmpeg process for all jobs: (return code, stderr, {(job, modality): bytes}, first input per job)."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "verbose"]
+    cmd = [ffmpeg_exe(), *FFMPEG_CPU_FLAGS, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "verbose"]
     firsts, outputs, pipes = [], [], {}
     for j, job in enumerate(jobs):
         firsts.append(sum(len(x.files) for x in jobs[:j]))

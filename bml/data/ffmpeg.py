@@ -23,6 +23,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg_version() -> str:
+    """The first line of `ffmpeg -version` (recorded with what the binary made)."""
+    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
 # ---- reading ffmpeg's account of a run ----------------------------------------------------------------
 
 _INPUT = re.compile(r"^Input #(\d+), .*? from '(.*)':$", re.M)
