@@ -76,6 +76,23 @@ def cmd_manifest(args: argparse.Namespace) -> None:
     build_manifest(
         plan.datasets[args.dataset], plan.layout, workers=args.workers or plan.pipeline["extract"]["workers"]
     )
+    if plan.datasets[args.dataset].generated:
+        from bml import fingerprint
+
+        made = fingerprint.clips_digest(plan.layout.manifest(args.dataset))
+        values = digest(plan.dataset_values(args.dataset))
+        _check_data(args, plan, f"clips/{args.dataset}", values, made)
+
+
+def _check_data(args: argparse.Namespace, plan, key: str, values: str, made) -> None:
+    """Say whether a data stage made what the committed results were trained on (bml/fingerprint.py)."""
+    from bml import fingerprint
+
+    committed = plan.layout.report(fingerprint.FILE)
+    try:
+        print(fingerprint.check(committed, key, values, made, refuse=args.data_check == "refuse"), file=sys.stderr)
+    except fingerprint.DataMismatch as err:
+        raise SystemExit(f"bml: error: {err}") from err
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -104,7 +121,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
+    from bml import fingerprint
     from bml.data.pack import pack
+    from bml.plan import digest
 
     plan = _plan(args)
     recipe = plan.recipe(args.dataset, args.recipe)
@@ -115,6 +134,8 @@ def cmd_pack(args: argparse.Namespace) -> None:
         lay.packed_dir(args.dataset, args.recipe),
         Path(lay.recipe_dir(args.dataset, args.recipe)) / "summary.json",
     )
+    made = fingerprint.packed_digests(lay.packed_dir(args.dataset, args.recipe))
+    _check_data(args, plan, f"features/{recipe.key}", digest(recipe.values), made)
 
 
 def resolve_train_cell(args: argparse.Namespace):
@@ -172,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from bml import fingerprint
     from bml.config import read_yaml
     from bml.report import build_report
     from bml.tables import Settings
@@ -184,6 +206,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     build_report(
         plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings, only=cells
     )
+    fingerprint.write(plan, plan.layout.report(fingerprint.FILE))
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -271,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = planned(sub.add_parser("manifest", help="generate (avdigits) or list (a release) a dataset's clips"))
     p.add_argument("--dataset", required=True)
     p.add_argument("--workers", type=int, default=0, help="generator processes (default: params.yaml extract.workers)")
+    p.add_argument(
+        "--data-check",
+        choices=("warn", "refuse"),
+        default="warn",
+        help="when the data made differ from the committed fingerprint (reports/fingerprints.json)",
+    )
     p.set_defaults(func=cmd_manifest)
 
     p = planned(sub.add_parser("extract", help="decode every clip of a shard into packed records (one ffmpeg each)"))
@@ -283,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = planned(sub.add_parser("pack", help="join the shards into one memory-mappable file per split"), False)
     p.add_argument("--dataset", required=True)
     p.add_argument("--recipe", required=True)
+    p.add_argument(
+        "--data-check",
+        choices=("warn", "refuse"),
+        default="warn",
+        help="when the data made differ from the committed fingerprint (reports/fingerprints.json)",
+    )
     p.set_defaults(func=cmd_pack)
 
     p = planned(
