@@ -15,14 +15,12 @@ over the span: a clip with more decode errors than `max_decode_errors`, or with 
 than `min_decoded_share` of what it should have, is refused with the reason (MediaError), as is a missing
 stream, an unreadable, empty or missing file.
 
-Flow (kind `flow`): from a video, the native frames that Farneback flow (bml/data/flow.py) is computed
-between; from a precomputed TV-L1 release (the clip's flow path is its `u/<clip>` folder), the release's
-JPEGs at evenly spaced positions within the span, read without ffmpeg.
+What each modality asks of ffmpeg, and what its pipe holds, is its kind's (bml/kinds/): frames at the
+recipe's rate, flow's native frames, audio samples; a kind may read a folder instead (a flow release).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import selectors
 import subprocess
@@ -33,8 +31,7 @@ import numpy as np
 
 from bml.data.ffmpeg import InputInfo, MediaError, ffmpeg_exe, read_inputs, read_summary, why_unreadable
 from bml.data.manifest import Row
-
-FLOW_FIRST = "frame000001.jpg"  # a TV-L1 release numbers flow frames from 1 (bml/data/flow.py)
+from bml.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -57,17 +54,12 @@ def select_frames(n_available: int, n_frames: int) -> list[int]:
 # ---- what one clip asks of ffmpeg ---------------------------------------------------------------------
 
 
-def is_flow_release(path: str) -> bool:
-    """A flow path that is a folder: the clip's u/ folder of a precomputed TV-L1 release."""
-    return os.path.isdir(path)
-
-
 @dataclass
 class ClipJob:
     row: Row
     start: float  # seconds into the files
     length: float | None  # None: to the end of the files
-    files: list[str]  # the media files ffmpeg opens (a flow release folder is read without ffmpeg)
+    files: list[str]  # the media files ffmpeg opens (a folder its kind reads, such as a flow release, is not one)
 
 
 def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
@@ -82,9 +74,8 @@ def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
     files = []
     for m, kind in modalities.items():
         path = row.paths[m]
-        if kind == "flow" and is_flow_release(path):
-            if not os.path.isfile(os.path.join(path, FLOW_FIRST)):
-                raise MediaError(f"{path}: no flow frame {FLOW_FIRST} in this flow folder")
+        if KINDS[kind].reads_folder(path):
+            KINDS[kind].check_folder(path)
             continue
         if not os.path.isfile(path):
             raise MediaError(f"{path}: file not found")
@@ -100,16 +91,9 @@ def _outputs(job: ClipJob, first_input: int, modalities: dict[str, str], setting
     outs = []
     for m, kind in modalities.items():
         if job.row.paths[m] not in job.files:
-            continue  # a flow release folder
+            continue  # a folder its kind reads without ffmpeg
         source = first_input + job.files.index(job.row.paths[m])
-        if kind == "audio":
-            outs.append((m, ["-map", f"{source}:a:0", "-ac", "1", "-filter_threads", "1", "-f", "f32le"]))
-            continue
-        s = settings[m]
-        rate = f"fps={s['fps']}," if kind == "frames" else ""  # flow: every frame at the video's own rate
-        video = ["-map", f"{source}:v:0", "-vf", f"{rate}scale={s['size']}:{s['size']}:flags=area"]
-        video += ["-fps_mode", "passthrough"] if kind == "flow" else []
-        outs.append((m, video + ["-filter_threads", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]))
+        outs.append((m, KINDS[kind].ffmpeg_output(source, settings.get(m, {}))))
     return outs
 
 
@@ -188,7 +172,7 @@ def decode_clips(
         }
         pipes = {m: block for (jj, m), block in data.items() if jj == j}
         results[i] = or_error(MediaError, _finish, job, modalities, settings, limits, mine, counts, pipes, code, err)
-    for i in set(jobs) - {i for i, job in jobs.items() if job.files}:  # only a flow release folder: no ffmpeg
+    for i in set(jobs) - {i for i, job in jobs.items() if job.files}:  # only folders read without ffmpeg
         results[i] = or_error(MediaError, _finish, jobs[i], modalities, settings, limits, {}, {}, {}, 0, "")
     return results
 
@@ -233,7 +217,7 @@ def _finish(
     used_by = {}  # modality -> (input, stream) it is decoded from
     for m, kind in modalities.items():
         if row.paths[m] in job.files:
-            k, stream = job.files.index(row.paths[m]), "audio" if kind == "audio" else "video"
+            k, stream = job.files.index(row.paths[m]), KINDS[kind].stream
             if not (inputs[k].has_audio if stream == "audio" else inputs[k].has_video):
                 raise MediaError(f"{job.files[k]}: no {stream} stream")
             used_by[m] = (k, stream)
@@ -243,21 +227,22 @@ def _finish(
     out: dict[str, np.ndarray] = {}
     problems = []  # (file, what): every shortfall and the decode errors, in one reason
     under = f"(under {limits.min_decoded_share:.0%}: params.yaml extract.min_decoded_share)"
-    for m, (k, _) in used_by.items():
-        info, kind = inputs[k], modalities[m]
+    for m, (k, stream) in used_by.items():
+        info, kind = inputs[k], KINDS[modalities[m]]
         if info.duration <= job.start:
             raise MediaError(
                 f"{job.files[k]}: the span starts at {job.start:.2f} s, after the end of the file "
                 f"({info.duration:.2f} s)"
             )
         used = info.duration - job.start if job.length is None else min(info.duration - job.start, job.length)
-        if kind == "audio":
-            wave = np.frombuffer(data.get(m, b""), dtype="<f4")
+        if stream == "audio":
+            arrays = kind.from_pipe(data.get(m, b""), settings.get(m, {}), info.sample_rate)
+            wave = arrays[""]
             expected = used * (info.sample_rate or 0)
             if wave.size == 0 or wave.size < limits.min_decoded_share * expected - 0.1 * (info.sample_rate or 0):
                 what = f"decoded {wave.size} of the {expected:.0f} samples its container declares over {used:.2f} s"
                 problems.append((job.files[k], f"truncated or damaged audio: {what} {under}"))
-            out[m], out[f"{m}:rate"] = wave, np.asarray(info.sample_rate)
+            out.update({m + suffix: array for suffix, array in arrays.items()})
             continue
         decoded = summary.get((k, "video"), (0, 0, None))[0]
         expected = used * (info.fps or 0)
@@ -265,12 +250,11 @@ def _finish(
             what = f"decoded {decoded} of the {expected:.0f} frames its container declares over {used:.2f} s"
             problems.append((job.files[k], f"truncated or damaged video: {what} {under}"))
             continue
-        size = settings[m]["size"]
-        raw = np.frombuffer(data.get(m, b""), dtype=np.uint8)
-        n = raw.size // (size * size * 3)
-        if n < (2 if kind == "flow" else 1):
+        arrays = kind.from_pipe(data.get(m, b""), settings[m], None)
+        n = len(arrays[""])
+        if n < kind.min_frames:
             problems.append((job.files[k], f"{n} frames in the span {job.start:.2f}-{job.start + used:.2f} s"))
-        out[m] = raw[: n * size * size * 3].reshape(n, size, size, 3)
+        out.update({m + suffix: array for suffix, array in arrays.items()})
     errors = {key: summary.get(key, (0, 0, None))[1] for key in sorted(set(used_by.values()))}
     if max(errors.values(), default=0) > limits.max_decode_errors:
         counts = ", ".join(f"{n} {s}" for (_, s), n in errors.items() if n)
@@ -283,31 +267,8 @@ def _finish(
             by_file.setdefault(f, []).append(what)
         raise MediaError("; ".join(f"{f}: " + "; ".join(whats) for f, whats in by_file.items()))
     for m, kind in modalities.items():
-        if kind == "flow" and row.paths[m] not in job.files:
+        if row.paths[m] not in job.files:  # a folder its kind reads (a flow release): the span's rate from the video
             fps = next((inputs[k].fps for k in range(len(job.files)) if inputs[k].has_video), None)
-            out[m], out[f"{m}:release"] = read_released_flow(row.paths[m], job, settings[m], fps), np.asarray(True)
+            arrays = KINDS[kind].read_folder(row.paths[m], job, settings[m], fps)
+            out.update({m + suffix: array for suffix, array in arrays.items()})
     return out
-
-
-def read_released_flow(u_dir: str, job: ClipJob, s: dict, fps: float | None) -> np.ndarray:
-    """`frames` flow frames of a TV-L1 release folder, evenly spaced over the span: (frames, 2, S, S) uint8.
-    Flow frame k (1-based) is the motion from video frame k to k + 1, at (k - 1) / fps seconds."""
-    from bml.data.flow import flow_v_dir, read_flow_frames
-
-    n_flow = sum(1 for name in os.listdir(u_dir) if name.startswith("frame") and name.endswith(".jpg"))
-    numbers = list(range(1, n_flow + 1))
-    if job.start > 0 or job.length is not None:
-        if not fps:
-            raise MediaError(f"{u_dir}: a flow release read over a span needs the clip's video for its frame rate")
-        end = math.inf if job.length is None else job.start + job.length
-        numbers = [k for k in numbers if job.start - 1e-6 <= (k - 1) / fps and k / fps < end - 1e-6]
-        if not numbers:
-            raise MediaError(f"{u_dir}: no flow frame in the span {job.start:.2f}-{end:.2f} s ({n_flow} frames)")
-    chosen = [numbers[i] for i in select_frames(len(numbers), s["frames"])]
-    try:
-        return read_flow_frames(u_dir, flow_v_dir(u_dir), chosen, s["size"])
-    except (OSError, ValueError) as err:
-        raise MediaError(f"{u_dir}: {err}") from None
-
-
-# ---- a shard of clips ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bml.config import ConfigError
+from bml.kinds import KINDS
 
 SPLITS = ("train", "val", "test")
 MAX_ID = 64  # characters: the packed records' clip_id field holds this many (bml/data/pack.py)
@@ -50,8 +51,8 @@ def problems(
     rows: list[dict], classes: list[str], modalities: dict[str, str] | list[str], check_files: bool = True
 ) -> list[str]:
     """Every problem of raw manifest rows (dicts of strings or values), one line each, naming the row.
-    `modalities` maps names to kinds (a list of names: every kind `file`); a flow path may be a folder (the
-    clip's u/ folder of a precomputed flow release)."""
+    `modalities` maps names to kinds (a list of names: every kind `file`); a path may be a folder where its
+    kind reads one (flow: the clip's u/ folder of a precomputed flow release)."""
     kinds = modalities if isinstance(modalities, dict) else dict.fromkeys(modalities, "file")
     found, seen = [], {}
     for i, row in enumerate(rows, start=2):  # row 1 is the CSV header
@@ -81,7 +82,7 @@ def problems(
             path = row.get(f"path_{m}")
             if not path:
                 found.append(f"{where}: no file for modality {m!r} (column path_{m})")
-            elif check_files and not (Path(path).is_file() or (kind == "flow" and Path(path).is_dir())):
+            elif check_files and not (Path(path).is_file() or (kind in KINDS and KINDS[kind].reads_folder(path))):
                 found.append(f"{where}: {m} file {path} does not exist")
         span = {}
         for key in ("start", "end"):

@@ -1,10 +1,11 @@
 """The packed format: one memory-mappable file of records per split, checked before training reads it.
 
 `<split>.npy` is a NumPy array of records, one per clip: `clip_id`, `label`, and one field per modality,
-keyed by the modality's name (audio: float16 spectrogram; frames: uint8 (T, 3, S, S); flow: uint8
-(T, 2, S, S)). One record per clip keeps a sample's bytes together, so a random read is one slice, and
-`np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json` says how it was made, with the
-file's size and sha256: `open_split` checks both (once per process) and refuses a damaged file, naming it.
+keyed by the modality's name, of its kind's type and shape (bml/kinds/: audio a float16 spectrogram, frames
+uint8 (T, 3, S, S), flow uint8 (T, 2, S, S)). One record per clip keeps a sample's bytes together, so a
+random read is one slice, and `np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json`
+says how it was made, with the file's size and sha256: `open_split` checks both (once per process) and
+refuses a damaged file, naming it.
 
 `pack` joins the shards that extraction wrote (bml/data/extract.py) into the splits, and writes
 `skipped.tsv` (every clip of the manifest that is not packed, with the reason, and the release entries
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bml.data.manifest import MAX_ID, SPLITS, read_manifest, read_skipped, write_skipped
+from bml.kinds import KINDS
 
 HEADER = 256  # bytes reserved for the .npy header, so a streamed file's record count can be written last
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, checked once per process
@@ -34,20 +36,10 @@ class PackedDataError(RuntimeError):
     """A packed split that is missing, truncated or altered; names the file and what does not match."""
 
 
-def modality_field(kind: str, settings: dict) -> tuple[str, tuple[int, ...]]:
-    """(dtype, shape) a modality takes in a record."""
-    if kind == "audio":
-        from bml.data.audio import output_shape
-
-        return "<f2", tuple(output_shape(settings["preset"]))
-    channels = 3 if kind == "frames" else 2
-    return "u1", (settings["frames"], channels, settings["size"], settings["size"])
-
-
 def record_dtype(modalities: dict[str, str], settings: dict) -> np.dtype:
     fields = [("clip_id", f"U{MAX_ID}"), ("label", "<i8")]
     for m, kind in modalities.items():
-        dtype, shape = modality_field(kind, settings[m])
+        dtype, shape = KINDS[kind].field(settings[m])
         fields.append((m, dtype, shape))
     return np.dtype(fields)
 
