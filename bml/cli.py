@@ -347,7 +347,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except Exception as err:
+        from bml.data.pack import PackedDataError  # here: numpy only when a command failed
+
+        if not isinstance(err, (ConfigError, FileNotFoundError, PackedDataError)):
+            raise
         print(f"bml {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     if argv is None and args.command in ENDS_AT_ONCE:

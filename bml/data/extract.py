@@ -24,10 +24,9 @@ import numpy as np
 from bml.data.decode import Limits, decode_clips
 from bml.data.ffmpeg import MediaError
 from bml.data.manifest import Row
-from bml.data.pack import RecordWriter, record_dtype
+from bml.data.pack import SHARD_FIELDS, RecordWriter, record_dtype
 from bml.kinds import KINDS
 
-SHARD_FIELDS = ["clip_id", "status", "reason", "decode_s", "features_s"]
 # Clips per ffmpeg process. Measured on this project's 2-core machine, 200 avdigits clips decoded as extraction
 # decodes them, one process at a time: 36-39 ms of CPU per clip with 1 clip per process, 21-24 ms with 8,
 # 21 ms with 16 (ffmpeg decoding each clip to null: 33-35 ms); 8 keeps a chunk's arrays small.

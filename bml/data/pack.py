@@ -28,6 +28,7 @@ import numpy as np
 from bml.data.manifest import MAX_ID, SPLITS, read_manifest, read_skipped, write_skipped
 from bml.kinds import KINDS
 
+SHARD_FIELDS = ["clip_id", "status", "reason", "decode_s", "features_s"]  # a shard's .tsv (bml/data/extract.py)
 HEADER = 256  # bytes reserved for the .npy header, so a streamed file's record count can be written last
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, checked once per process
 
@@ -96,8 +97,16 @@ class RecordWriter:
 
 
 def read_shard_status(tsv: Path) -> list[dict]:
-    with tsv.open(newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    """The rows of a shard's .tsv; PackedDataError, naming it, for anything but the table extraction writes."""
+    try:
+        with tsv.open(newline="", encoding="utf-8-sig") as f:
+            table = csv.DictReader(f, delimiter="\t")
+            statuses, fields = list(table), table.fieldnames
+    except (UnicodeDecodeError, csv.Error):
+        statuses, fields = [], None
+    if fields != SHARD_FIELDS or any(s["status"] not in ("ok", "skipped") or not s["clip_id"] for s in statuses):
+        raise PackedDataError(f"{tsv}: not the status table extraction writes; run its extraction again (bml extract)")
+    return statuses
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -214,8 +223,8 @@ def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
             f"{path}: packed split not found; run the data stages first (make run, or snakemake {path})"
         )
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as err:
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as err:
         raise PackedDataError(f"{meta_path}: not valid JSON ({err}); rebuild the split") from None
     missing = [k for k in ("size", "sha256", "dtype") if not isinstance(meta, dict) or k not in meta]
     if missing:
