@@ -96,7 +96,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
             plan.datasets[args.dataset].modalities,
             recipe.values["settings"],
             plan.layout.shard(args.dataset, args.recipe, k),
-            Limits(ex["min_decoded_share"], ex["max_decode_errors"]),
+            Limits(ex["min_decoded_share"], ex["max_decode_error_share"]),
             workers=args.workers,
         )
         bad = sum(s["status"] != "ok" for s in statuses)

@@ -10,10 +10,13 @@ A short clip costs ffmpeg more to start than to decode, so one ffmpeg process de
 (one input and its own pipes per clip: nothing mixes between clips); a chunk whose ffmpeg fails is decoded
 again clip by clip, so a bad file is named on its own and never costs its neighbours.
 
-ffmpeg's own account of the decode (bml/data/ffmpeg.py) is checked against what the container declares
-over the span: a clip with more decode errors than `max_decode_errors`, or with fewer frames or samples
-than `min_decoded_share` of what it should have, is refused with the reason (MediaError), as is a missing
-stream, an unreadable, empty or missing file.
+What a clip's pipes hold is checked against what its container declares over the span, and ffmpeg's own
+account of the decode (bml/data/ffmpeg.py) for damage: a clip whose frames or samples in the span fall short
+of `min_decoded_share` of the declared ones, or a stream with a larger share than `max_decode_error_share` of
+its packets refused by the decoder, is refused with the reason (MediaError), as is a missing stream, an
+unreadable, empty or missing file. The pipes, not ffmpeg's input counts, say what the span holds: a seek
+starts decoding at the keyframe before the span (a long-GOP video decodes 200 frames for a span of 30), and
+the frame-rate filter repeats a frame where an AVI holds a null chunk (the player repeats it too).
 
 What each modality asks of ffmpeg, and what its pipe holds, is its kind's (bml/kinds/): frames at the
 recipe's rate, flow's native frames, audio samples; a kind may read a folder instead (a flow release).
@@ -29,7 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bml.data.ffmpeg import InputInfo, MediaError, ffmpeg_exe, read_inputs, read_summary, why_unreadable
+from bml.data.ffmpeg import (
+    InputInfo,
+    MediaError,
+    ffmpeg_exe,
+    read_inputs,
+    read_span_frames,
+    read_summary,
+    why_unreadable,
+)
 from bml.data.manifest import Row
 from bml.kinds import KINDS
 
@@ -37,7 +48,7 @@ from bml.kinds import KINDS
 @dataclass(frozen=True)
 class Limits:
     min_decoded_share: float = 0.9  # params.yaml extract.min_decoded_share
-    max_decode_errors: int = 0  # params.yaml extract.max_decode_errors
+    max_decode_error_share: float = 0.01  # params.yaml extract.max_decode_error_share
 
 
 def select_frames(n_available: int, n_frames: int) -> list[int]:
@@ -86,14 +97,21 @@ def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
     return ClipJob(row, start, length, files)
 
 
-def _outputs(job: ClipJob, first_input: int, modalities: dict[str, str], settings: dict) -> list[tuple[str, list]]:
+def span_tag(job_index: int, m: str) -> str:
+    """The name of the filter that counts the span's frames of modality m of the job_index-th clip of a process."""
+    return f"c{job_index}_{m}"
+
+
+def _outputs(
+    job: ClipJob, job_index: int, first_input: int, modalities: dict[str, str], settings: dict
+) -> list[tuple[str, list]]:
     """(modality, ffmpeg output options before the pipe) for each modality ffmpeg decodes for this clip."""
     outs = []
     for m, kind in modalities.items():
         if job.row.paths[m] not in job.files:
             continue  # a folder its kind reads without ffmpeg
         source = first_input + job.files.index(job.row.paths[m])
-        outs.append((m, KINDS[kind].ffmpeg_output(source, settings.get(m, {}))))
+        outs.append((m, KINDS[kind].ffmpeg_output(source, settings.get(m, {}), span_tag(job_index, m))))
     return outs
 
 
@@ -109,7 +127,7 @@ def _run_ffmpeg(jobs: list[ClipJob], modalities: dict[str, str], settings: dict)
             # threads (and 34 ms for ffmpeg decoding one clip per process to null)
             cmd += ["-threads", "1"] + (["-ss", f"{job.start:.3f}"] if job.start > 0 else [])
             cmd += (["-t", f"{job.length:.3f}"] if job.length is not None else []) + ["-i", f]
-        for m, options in _outputs(job, firsts[-1], modalities, settings):
+        for m, options in _outputs(job, j, firsts[-1], modalities, settings):
             read_fd, write_fd = os.pipe()
             pipes[(j, m)] = (read_fd, write_fd)
             outputs += options + [f"pipe:{write_fd}"]
@@ -163,7 +181,7 @@ def decode_clips(
             for i in batch:
                 results[i] = decode_clips([rows[i]], modalities, settings, limits)[0]
             batch = []
-        inputs, summary = read_inputs(err), read_summary(err)
+        inputs, summary, received = read_inputs(err), read_summary(err), read_span_frames(err)
     for j, i in enumerate(batch):
         job, first, n = jobs[i], firsts[j], len(jobs[i].files)
         mine = {k: inputs[first + k] for k in range(n) if first + k in inputs}
@@ -171,9 +189,12 @@ def decode_clips(
             (k, s): summary[(first + k, s)] for k in range(n) for s in ("video", "audio") if (first + k, s) in summary
         }
         pipes = {m: block for (jj, m), block in data.items() if jj == j}
-        results[i] = or_error(MediaError, _finish, job, modalities, settings, limits, mine, counts, pipes, code, err)
+        spans = {m: received.get(span_tag(j, m), 0) for m in modalities}
+        results[i] = or_error(
+            MediaError, _finish, job, modalities, settings, limits, mine, counts, spans, pipes, code, err
+        )
     for i in set(jobs) - {i for i, job in jobs.items() if job.files}:  # only folders read without ffmpeg
-        results[i] = or_error(MediaError, _finish, jobs[i], modalities, settings, limits, {}, {}, {}, 0, "")
+        results[i] = or_error(MediaError, _finish, jobs[i], modalities, settings, limits, {}, {}, {}, {}, 0, "")
     return results
 
 
@@ -205,6 +226,7 @@ def _finish(
     limits: Limits,
     inputs: dict[int, InputInfo],
     summary: dict,
+    spans: dict[str, int],
     data: dict[str, bytes],
     returncode: int,
     err: str,
@@ -235,32 +257,23 @@ def _finish(
                 f"({info.duration:.2f} s)"
             )
         used = info.duration - job.start if job.length is None else min(info.duration - job.start, job.length)
-        if stream == "audio":
-            arrays = kind.from_pipe(data.get(m, b""), settings.get(m, {}), info.sample_rate)
-            wave = arrays[""]
-            expected = used * (info.sample_rate or 0)
-            if wave.size == 0 or wave.size < limits.min_decoded_share * expected - 0.1 * (info.sample_rate or 0):
-                what = f"decoded {wave.size} of the {expected:.0f} samples its container declares over {used:.2f} s"
-                problems.append((job.files[k], f"truncated or damaged audio: {what} {under}"))
-            out.update({m + suffix: array for suffix, array in arrays.items()})
-            continue
-        decoded = summary.get((k, "video"), (0, 0, None))[0]
-        expected = used * (info.fps or 0)
-        if decoded == 0 or decoded < limits.min_decoded_share * expected - 1:
-            what = f"decoded {decoded} of the {expected:.0f} frames its container declares over {used:.2f} s"
-            problems.append((job.files[k], f"truncated or damaged video: {what} {under}"))
-            continue
-        arrays = kind.from_pipe(data.get(m, b""), settings[m], None)
-        n = len(arrays[""])
-        if n < kind.min_frames:
+        arrays = kind.from_pipe(data.get(m, b""), settings.get(m, {}), info.sample_rate)
+        rate, audio = (info.sample_rate if stream == "audio" else info.fps) or 0, stream == "audio"
+        held = len(arrays[""]) if audio else spans.get(m, 0)  # video: the span's frames (SPAN_COUNTER's count)
+        expected, allowance = used * rate, 0.1 * rate if audio else 1  # an encoder's priming samples; a rounded frame
+        if held == 0 or held < limits.min_decoded_share * expected - allowance:
+            what = f"decoded {held} of the {expected:.0f} {'samples' if audio else 'frames'} its container declares"
+            problems.append((job.files[k], f"truncated or damaged {stream}: {what} over {used:.2f} s {under}"))
+        elif not audio and len(arrays[""]) < kind.min_frames:
+            n = len(arrays[""])
             problems.append((job.files[k], f"{n} frames in the span {job.start:.2f}-{job.start + used:.2f} s"))
         out.update({m + suffix: array for suffix, array in arrays.items()})
-    errors = {key: summary.get(key, (0, 0, None))[1] for key in sorted(set(used_by.values()))}
-    if max(errors.values(), default=0) > limits.max_decode_errors:
-        counts = ", ".join(f"{n} {s}" for (_, s), n in errors.items() if n)
-        bad = next(job.files[k] for (k, _), n in errors.items() if n > limits.max_decode_errors)
-        allowed = f"at most {limits.max_decode_errors} per stream allowed: params.yaml extract.max_decode_errors"
-        problems.append((bad, f"damaged: decode errors ({counts}; {allowed})"))
+    counts = {key: summary[key] for key in sorted(set(used_by.values())) if key in summary}
+    damaged = {key: c for key, c in counts.items() if c.errors > limits.max_decode_error_share * max(c.packets, 1)}
+    if damaged:
+        what = ", ".join(f"{c.errors} of {c.packets} {s} packets" for (_, s), c in counts.items() if c.errors)
+        allowed = f"at most {limits.max_decode_error_share:.1%} per stream: params.yaml extract.max_decode_error_share"
+        problems.append((job.files[next(iter(damaged))[0]], f"damaged: decode errors ({what}; {allowed})"))
     if problems:
         by_file: dict[str, list[str]] = {}
         for f, what in problems:

@@ -13,7 +13,7 @@ class Audio(Kind):
     uses_torch = True
     batch_dtype = "float32"
 
-    def ffmpeg_output(self, source: int, settings: dict) -> list[str]:
+    def ffmpeg_output(self, source: int, settings: dict, tag: str) -> list[str]:
         # mono float32 at the file's own rate: the preset resamples (bml/data/audio.py)
         return ["-map", f"{source}:a:0", "-ac", "1", "-filter_threads", "1", "-f", "f32le"]
 

@@ -27,8 +27,9 @@ class Kind:
     def check_folder(self, path: str) -> None:
         """MediaError if the folder reads_folder accepted cannot be used (checked before decoding)."""
 
-    def ffmpeg_output(self, source: int, settings: dict) -> list[str]:
-        """ffmpeg's output options (before the pipe) that decode this modality from input `source`."""
+    def ffmpeg_output(self, source: int, settings: dict, tag: str) -> list[str]:
+        """ffmpeg's output options (before the pipe) that decode this modality from input `source`; a video
+        kind's filters start with SPAN_COUNTER named `tag`."""
         raise NotImplementedError
 
     def from_pipe(self, raw: bytes, settings: dict, rate: int | None) -> dict:
@@ -58,6 +59,9 @@ class Kind:
         raise NotImplementedError
 
 
+# The first filter of a video modality: the span's frames at the video's own rate, a null chunk (a frame the
+# player repeats) counted, whatever a seek decoded before the span; ffmpeg logs its count (bml/data/decode.py).
+SPAN_COUNTER = "fps@{tag}=source_fps"
 RAW_RGB = ["-filter_threads", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]  # frames to a pipe, one filter thread
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-from bml.kinds.base import RAW_RGB, Kind, frames_field, rgb_frames
+from bml.kinds.base import RAW_RGB, SPAN_COUNTER, Kind, frames_field, rgb_frames
 
 FLOW_FIRST = "frame000001.jpg"  # a TV-L1 release numbers flow frames from 1 (bml/data/flow.py)
 
@@ -26,9 +26,9 @@ class Flow(Kind):
         if not os.path.isfile(os.path.join(path, FLOW_FIRST)):
             raise MediaError(f"{path}: no flow frame {FLOW_FIRST} in this flow folder")
 
-    def ffmpeg_output(self, source: int, settings: dict) -> list[str]:
+    def ffmpeg_output(self, source: int, settings: dict, tag: str) -> list[str]:
         # every frame at the video's own rate: flow is computed between neighbouring native frames
-        scale = f"scale={settings['size']}:{settings['size']}:flags=area"
+        scale = f"{SPAN_COUNTER.format(tag=tag)},scale={settings['size']}:{settings['size']}:flags=area"
         return ["-map", f"{source}:v:0", "-vf", scale, "-fps_mode", "passthrough", *RAW_RGB]
 
     def from_pipe(self, raw: bytes, settings: dict, rate: int | None) -> dict:

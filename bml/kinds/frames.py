@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bml.kinds.base import RAW_RGB, Kind, frames_field, rgb_frames
+from bml.kinds.base import RAW_RGB, SPAN_COUNTER, Kind, frames_field, rgb_frames
 
 
 class Frames(Kind):
@@ -11,8 +11,9 @@ class Frames(Kind):
     frame_like = True
     augmented = True
 
-    def ffmpeg_output(self, source: int, settings: dict) -> list[str]:
-        scale = f"fps={settings['fps']},scale={settings['size']}:{settings['size']}:flags=area"
+    def ffmpeg_output(self, source: int, settings: dict, tag: str) -> list[str]:
+        rate = f"{SPAN_COUNTER.format(tag=tag)},fps={settings['fps']}"
+        scale = f"{rate},scale={settings['size']}:{settings['size']}:flags=area"
         return ["-map", f"{source}:v:0", "-vf", scale, *RAW_RGB]
 
     def from_pipe(self, raw: bytes, settings: dict, rate: int | None) -> dict:
