@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A modality's kind says how it is extracted, stored and encoded; its name (audio, visual, flow, ...) is the
-# key of batches, features, logits and metrics.
-MODALITY_KINDS = {
-    "audio": "a spectrogram (float16, the preset's shape) from the audio track",
-    "frames": "RGB frames (uint8, T x 3 x S x S) from the video track",
-    "flow": "optical flow (uint8, T x 2 x S x S; u and v quantised as the two-stream releases store them)",
-}
+from bml.kinds import KINDS
+
+# A modality's kind says how it is extracted, stored and encoded (bml/kinds/); its name (audio, visual, flow,
+# ...) is the key of batches, features, logits and metrics.
+MODALITY_KINDS = {name: kind.description for name, kind in KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -32,4 +30,4 @@ FUSIONS = {
 }
 NO_FUSION = "none"  # uni-modal models and the ensemble have no fusion head
 
-ENCODERS = ("small_cnn", "resnet18")  # encoder families; bml/models/encoders.py has one class per (family, kind)
+ENCODERS = ("small_cnn", "resnet18")  # encoder families; each kind (bml/kinds/) builds one encoder per family

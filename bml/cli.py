@@ -113,7 +113,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
             plan.datasets[args.dataset].modalities,
             recipe.values["settings"],
             plan.layout.shard(args.dataset, args.recipe, k),
-            Limits(ex["min_decoded_share"], ex["max_decode_errors"]),
+            Limits(ex["min_decoded_share"], ex["max_decode_error_share"]),
             workers=args.workers,
         )
         bad = sum(s["status"] != "ok" for s in statuses)
@@ -221,7 +221,10 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
 
     from bml.config import ConfigError
     from bml.data.adapters import list_release
+    from bml.data.manifest import Row, write_skipped
+    from bml.data.probe import summary_lines
     from bml.datasets import load_dataset
+    from bml.layout import Layout
     from bml.plan import load_pipeline
 
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
@@ -239,21 +242,45 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
     except ValueError as err:  # LayoutError: the root is not the release
         print(f"bml check-dataset: {root} is not a usable {args.dataset} release:\n{err}", file=sys.stderr)
         raise SystemExit(1) from None
-    counts = Counter(c.split for c in listing.clips)
-    kinds = Counter(s.reason.split(":")[0] for s in listing.skipped)
-    print(
-        f"{args.dataset} at {root}: {len(listing.clips)} usable clips "
-        f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
-        f"{len(listing.skipped)} left out"
-        + (f" ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})" if kinds else "")
-    )
-    for skip in listing.skipped:
-        print(f"  skip {skip.clip_id}: {skip.reason}")
-    if listing.skipped:
-        print(
-            f"({len(listing.skipped)} clips left out; media are checked when extracted: bml extract lists any that "
-            f"fail to decode in skipped.tsv)"
+    skipped = [{"clip_id": s.clip_id, "stage": "listing", "reason": s.reason} for s in listing.skipped]
+    clips = listing.clips
+    if args.probe:
+        from bml.data.decode import Limits
+        from bml.data.probe import probe_clips
+
+        recipe = args.recipe or next(iter(dataset.recipes), None)
+        if recipe not in dataset.recipes:
+            raise ConfigError(
+                f"--probe decodes with a recipe of {args.dataset!r}: {recipe!r} is not one of "
+                f"{sorted(dataset.recipes)} (params/datasets/{args.dataset}.yaml)"
+            )
+        rows = [
+            Row(c.clip_id, c.label, c.split, {m: str(p) for m, p in c.paths.items()}, c.start, c.end) for c in clips
+        ]
+        ex = pipeline["extract"]
+        failed = probe_clips(
+            rows,
+            dataset.modalities,
+            dataset.recipes[recipe],
+            Limits(ex["min_decoded_share"], ex["max_decode_error_share"]),
+            args.workers or ex["workers"],
+            log=lambda line: print(line, file=sys.stderr),
         )
+        skipped += [{"clip_id": cid, "stage": f"probe ({recipe})", "reason": why} for cid, why in failed.items()]
+        clips = [c for c in clips if c.clip_id not in failed]
+    counts = Counter(c.split for c in clips)
+    print(
+        f"{args.dataset} at {root}: {len(clips)} usable clips "
+        f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
+        f"{len(skipped)} left out" + ("" if args.probe else " by the listing (media not opened: --probe opens them)")
+    )
+    if skipped:
+        out = Path(args.out or Layout(pipeline["data_root"]).manifest(args.dataset, "check_dataset.tsv"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_skipped(out, skipped)
+        print("left out, by reason:")
+        print("\n".join(summary_lines(skipped)))
+        print(f"every clip left out, with its reason: {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,12 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = planned(
         sub.add_parser(
             "check-dataset",
-            help="read a release tree: usable clips per split, every clip left out and why; extracts nothing",
+            help="read a release tree (--probe: decode its media too): usable clips per split, what is left out, why",
         ),
         False,
     )
     p.add_argument("dataset")
     p.add_argument("--root", default=None, help="the release folder (default: the dataset's configured root)")
+    p.add_argument("--probe", action="store_true", help="also decode every clip as extraction would; count the skips")
+    p.add_argument("--recipe", default=None, help="the recipe --probe decodes with (default: the dataset's first)")
+    p.add_argument("--workers", type=int, default=0, help="ffmpeg processes for --probe (default: extract.workers)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where every clip left out is listed (default: <data_root>/<dataset>/check_dataset.tsv)",
+    )
     p.set_defaults(func=cmd_check_dataset)
     return parser
 
@@ -385,7 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except Exception as err:
+        from bml.data.pack import PackedDataError  # here: numpy only when a command failed
+
+        if not isinstance(err, (ConfigError, FileNotFoundError, PackedDataError)):
+            raise
         print(f"bml {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     if argv is None and args.command in ENDS_AT_ONCE:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bml.catalog import MODALITY_KINDS
 from bml.config import SCHEMAS_DIR, ConfigError, check, merge, read_yaml, refuse, schema_problems
+from bml.kinds import KINDS
 
 
 def names_in(params_dir: Path, folder: str) -> list[str]:
@@ -67,7 +68,7 @@ def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
                 f"key 'recipes.{rname}.{m}': {p}"
                 for p in schema_problems(read_yaml(SCHEMAS_DIR / "recipe.schema.yaml")["$defs"][kind], recipe[m])
             ]
-            if kind == "audio" and recipe[m].get("preset") not in presets:
+            if KINDS[kind].uses_preset and recipe[m].get("preset") not in presets:
                 problems.append(
                     f"key 'recipes.{rname}.{m}.preset': {recipe[m].get('preset')!r} is not a preset of "
                     f"params/audio_presets.yaml; choose one of {sorted(presets)}"

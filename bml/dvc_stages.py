@@ -26,6 +26,7 @@ PLAN_CODE = [
     "bml/datasets.py",
     "bml/config.py",
     "bml/catalog.py",
+    "bml/kinds",
     "bml/methods/__init__.py",
     "bml/dvc_stages.py",
     "workflow/schemas",

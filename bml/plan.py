@@ -41,6 +41,7 @@ from bml.config import (
     typed,
 )
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
+from bml.kinds import KINDS
 from bml.layout import Layout
 from bml.methods import allowed_fusions, method_spec, required_runs
 
@@ -59,8 +60,9 @@ CODE_GLOBS = {
         "bml/data/extract.py",
         "bml/data/audio.py",
         "bml/data/flow.py",
+        "bml/kinds/*.py",
     ],
-    "pack": ["bml/data/pack.py"],
+    "pack": ["bml/data/pack.py", "bml/kinds/*.py"],
     "train": [
         "bml/train.py",
         "bml/checkpoint.py",
@@ -68,6 +70,7 @@ CODE_GLOBS = {
         "bml/evaluate.py",
         "bml/results.py",
         "bml/data/loader.py",
+        "bml/kinds/*.py",
         "bml/models/*.py",
         "bml/methods/base.py",
     ],
@@ -164,7 +167,7 @@ def recipe_values(dataset: Dataset, recipe: str, params_dir: Path) -> dict:
         "presets": {
             s["preset"]: presets[s["preset"]]
             for m, s in settings.items()
-            if m != "span" and dataset.modalities[m] == "audio"
+            if m != "span" and KINDS[dataset.modalities[m]].uses_preset
         },
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -173,3 +174,40 @@ def test_params_file_documents_the_adapter_defaults():
     assert {k: v for k, v in spec["source"].items() if k != "kind"} == DEFAULTS
     assert spec["modalities"] == {"audio": {"kind": "audio"}, "visual": {"kind": "frames"}}
     assert "Cao et al." in spec["description"]
+
+
+def test_check_dataset_probe_sums_up_what_extraction_would_skip(tmp_path, capsys):
+    """Missing and empty files are found by the listing; a truncated FLV and a WAV saved under an .flv name pass
+    it and are found only by opening the media (--probe). The output sums up by reason; the file lists every clip."""
+    from bml.cli import main
+
+    root = make_tree(tmp_path / "CREMA-D", broken=("empty", "missing_flv", "missing_wav", "unknown_label"))
+    truncated, mislabelled = sorted(good_stems())[:2]
+    flv = root / "VideoFlash" / f"{truncated}.flv"
+    flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 2])
+    (root / "VideoFlash" / f"{mislabelled}.flv").write_bytes((root / "AudioWAV" / f"{mislabelled}.wav").read_bytes())
+    out = tmp_path / "left_out.tsv"
+    argv = ["check-dataset", "cremad", "--root", str(root), "--out", str(out)]
+
+    main(argv)
+    listed = capsys.readouterr().out
+    by_listing = int(re.search(rf": {len(good_stems())} usable clips .*, (\d+) left out by the listing", listed)[1])
+    assert by_listing > 7000  # the tree lacks most of the release: its listed clips are missing
+
+    main([*argv, "--probe", "--workers", "2"])
+    run = capsys.readouterr()
+    lines = run.out.splitlines()
+    assert f": {len(good_stems()) - 2} usable clips" in lines[0] and f", {by_listing + 2} left out" in lines[0]
+    assert re.search(r"^\s+\d{4}  missing \(listing\)$", run.out, re.M)
+    assert re.search(r"^\s+1  empty file \(listing\)$", run.out, re.M)
+    assert re.search(r"^\s+1  truncated or damaged video \(probe \(ogm\)\)$", run.out, re.M)
+    assert re.search(r"^\s+1  no video stream \(probe \(ogm\)\)$", run.out, re.M)
+    assert re.search(
+        rf"e\.g\. {truncated}: .*{truncated}\.flv: truncated or damaged video: decoded \d of the 10", run.out
+    )
+    assert re.search(r"^\s+2  no counterpart \(listing\)$", run.out, re.M)
+    assert lines[-1] == f"every clip left out, with its reason: {out}" and len(lines) < 20
+    assert re.search(r"probe: \d+/\d+ clips opened in \d+ s, 2 would be skipped", run.err)
+    table = out.read_text().splitlines()
+    assert table[0] == "clip_id\tstage\treason" and len(table) == 1 + by_listing + 2
+    assert {row.split("\t")[0] for row in table[1:]} >= {truncated, mislabelled, BROKEN["empty"], BROKEN["missing_flv"]}

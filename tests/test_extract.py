@@ -107,7 +107,10 @@ def media(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     "name,reason",
     [
-        ("corrupt", r"corrupt\.mp4: .*damaged: decode errors \(\d+ audio, \d+ video; at most 0 per stream allowed"),
+        (
+            "corrupt",
+            r"corrupt\.mp4: .*damaged: decode errors \(\d+ of \d+ audio packets, \d+ of \d+ video packets; at most 1",
+        ),
         ("truncated", r"truncated\.mp4: truncated or unfinished MP4: ffmpeg cannot read it \(moov atom not found\)"),
         (
             "truncated_faststart",
@@ -128,25 +131,79 @@ def test_mid_file_corruption_counts_decode_errors_and_frames(media):
     """The issue's case: ffmpeg's fps filter would fill the gap with duplicates; the decoder's own count does not."""
     job = clip_job(row_of(media["corrupt"]), AV, SETTINGS)
     code, err, data, _ = _run_ffmpeg([job], AV, SETTINGS)
-    video_decoded, video_errors, _ = read_summary(err)[(0, "video")]
-    assert code == 0 and video_errors > 0 and video_decoded < 30  # 3 s at 10 fps declared
+    video = read_summary(err)[(0, "video")]
+    assert code == 0 and video.errors > 0 and video.frames < 30 == video.packets  # 3 s at 10 fps declared
     assert len(data[(0, "visual")]) == 30 * 32 * 32 * 3  # what the frame-rate filter hands on: the gap filled
 
 
 def test_the_thresholds_are_honoured_on_both_sides(media):
     with pytest.raises(MediaError) as refused:
-        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(max_decode_errors=0))
-    worst = max(int(n) for n in re.findall(r"(\d+) (?:audio|video)", str(refused.value)))
-    decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(min_decoded_share=0.5, max_decode_errors=worst))
-    with pytest.raises(MediaError, match=rf"at most {worst - 1} per stream allowed"):
-        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(0.5, max_decode_errors=worst - 1))
+        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(max_decode_error_share=0))
+    counts = re.findall(r"(\d+) of (\d+) (?:audio|video) packets", str(refused.value))
+    worst = max(int(bad) / int(packets) for bad, packets in counts)
+    decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(min_decoded_share=0.5, max_decode_error_share=worst))
+    with pytest.raises(MediaError, match=r"damaged: decode errors .* per stream: params.yaml extract.max_decode_err"):
+        decode_clip(row_of(media["corrupt"]), AV, SETTINGS, Limits(0.5, max_decode_error_share=worst - 0.001))
 
-    lenient = Limits(min_decoded_share=0.9, max_decode_errors=10**6)  # only the share decides
+    lenient = Limits(min_decoded_share=0.9, max_decode_error_share=1.0)  # only the share decoded decides
     under = r"truncated or damaged (audio|video): decoded \d+ of the \d+ .* \(under 90%: params.yaml extract"
     with pytest.raises(MediaError, match=under):
         decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, lenient)
-    out = decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, Limits(0.3, 10**6))
+    out = decode_clip(row_of(media["truncated_faststart"]), AV, SETTINGS, Limits(0.3, 1.0))
     assert 10 <= len(out["visual"]) < 30  # about 60% of the 30 frames
+
+
+def make_avi(path: Path, video: list[str], audio: list[str] | None = None, seconds: float = 3.0, vf: str = "") -> Path:
+    """An AVI from ffmpeg's test sources with the given encoder options (one thread: the same bytes anywhere)."""
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=32x32:r=10:d={seconds}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=f=440:sample_rate=48000:d={seconds}", *audio]
+    cmd += (["-vf", vf, "-fps_mode", "vfr"] if vf else []) + video + ["-threads", "1", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def test_one_bad_audio_packet_in_hundreds_is_a_healthy_file(tmp_path):
+    """An XviD + AC3 AVI with one AC3 frame damaged (its header's bytes flipped): 1 decode error in 312 audio
+    packets, a share far under the limit, so the clip packs; a limit of 0 still refuses it, naming the count."""
+    avi = make_avi(tmp_path / "xvid.avi", ["-c:v", "libxvid"], ["-c:a", "ac3", "-b:a", "96k"], seconds=10.0)
+    data = bytearray(avi.read_bytes())
+    at = data.index(b"01wb", len(data) // 2) + 8  # an audio chunk in the middle: its AC3 frame
+    assert data[at : at + 2] == b"\x0b\x77"  # AC3's sync word
+    data[at + 5] ^= 0xFF
+    (tmp_path / "damaged.avi").write_bytes(bytes(data))
+    whole = {**SETTINGS, "span": {"start": 0.0, "duration": None}}  # the damaged frame is 5 s in
+    out = decode_clip(row_of(tmp_path / "damaged.avi"), AV, whole)
+    assert len(out["visual"]) == 100 and out["audio"].size > 0.99 * 10 * 48000
+    refused = r"damaged\.avi: damaged: decode errors \(1 of 31\d audio packets; at most 0\.0%"
+    with pytest.raises(MediaError, match=refused):
+        decode_clip(row_of(tmp_path / "damaged.avi"), AV, whole, Limits(max_decode_error_share=0))
+
+
+def test_null_chunks_of_an_avi_are_repeated_frames_not_a_truncation(tmp_path):
+    """A cinepak AVI whose muxer wrote null chunks for 10 dropped frames (a player repeats the frame before):
+    the container holds 30 packets, the decoder makes 20 frames with no error, and the clip's 3 s are all there."""
+    avi = make_avi(tmp_path / "cinepak.avi", ["-c:v", "cinepak"], vf="select='not(between(n,5,14))'")
+    job = clip_job(row_of(avi), {"visual": "frames"}, SETTINGS)
+    video = read_summary(_run_ffmpeg([job], {"visual": "frames"}, SETTINGS)[1])[(0, "video")]
+    assert (video.packets, video.frames, video.errors) == (30, 20, 0)  # the fixture is what it claims
+    frames = decode_clip(row_of(avi), {"visual": "frames"}, SETTINGS)["visual"]
+    assert len(frames) == 30 and np.array_equal(frames[5], frames[4]) and not np.array_equal(frames[4], frames[3])
+
+
+def test_a_truncation_inside_a_span_that_starts_mid_gop_is_refused(tmp_path):
+    """A 30 s video with one keyframe every 25 s, cut at about 21.5 s: the span 20-23 s holds 15 of its 30 frames,
+    though ffmpeg decodes about 215 (from the keyframe at 0 s on). The frames of the span decide."""
+    whole = make_clip(tmp_path / "long.mp4", seconds=30.0, audio=None, gop=250, faststart=True)
+    cut = truncate(whole, tmp_path / "cut.mp4", share=0.72)
+    span = {**SETTINGS, "span": {"start": 20.0, "duration": 3.0}}
+    visual = {"visual": "frames"}
+    video = read_summary(_run_ffmpeg([clip_job(row_of(cut), visual, span)], visual, span)[1])[(0, "video")]
+    assert video.frames > 150  # what the old count saw: "decoded 200 of 30"
+    assert len(decode_clip(row_of(whole), visual, span)["visual"]) == 30
+    only_frames = Limits(max_decode_error_share=1.0)  # the cut packet's decode error aside: the count decides
+    with pytest.raises(MediaError, match=r"cut\.mp4: truncated or damaged video: decoded 1\d of the 30 frames"):
+        decode_clip(row_of(cut), visual, span, only_frames)
 
 
 def test_bad_clips_in_a_chunk_never_cost_their_neighbours(media):
@@ -205,8 +262,8 @@ def test_a_long_clip_decodes_only_the_recipes_span(long_clip, media):
     t_long = time.perf_counter() - t0
     assert len(out["visual"]) == 30  # 3 s at 10 fps
     assert abs(len(out["audio"]) - 3 * 16000) <= 1024  # 3 s at 16 kHz, give or take an AAC frame
-    _, err, _, _ = _run_ffmpeg([clip_job(row, AV, SETTINGS)], AV, SETTINGS)
-    assert read_summary(err)[(0, "video")][0] <= 40  # ffmpeg decoded 3 s (and a few frames it read ahead), not 600
+    err = _run_ffmpeg([clip_job(row, AV, SETTINGS)], AV, SETTINGS)[1]
+    assert read_summary(err)[(0, "video")].frames <= 40  # ffmpeg decoded 3 s (and a few frames it read ahead), not 600
     t0 = time.perf_counter()
     decode_clip(row_of(media["good"]), AV, SETTINGS)  # a 3 s clip
     t_short = time.perf_counter() - t0

@@ -163,3 +163,28 @@ def test_an_adapters_listing_goes_through_the_same_check(tmp_path, monkeypatch):
     assert f"row 6 ('gone'): visual file {root / 'gone.mp4'} does not exist" in message
     assert "row 7 ('far'): label 7 is outside the class list (0..1)" in message
     assert not (tmp_path / "data" / "fake").exists()
+
+
+def test_a_manifest_saved_with_a_bom_reads_as_without_one(tmp_path, clip):
+    """Excel's "CSV UTF-8" and some editors start a file with a byte-order mark: it is accepted, not 39 problems."""
+    path = write_manifest(tmp_path / "out", "toy", good_rows(clip), CLASSES, AV)
+    plain = read_manifest(path)
+    for f in (path, path.with_suffix(".json")):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    assert read_manifest(path) == plain
+
+
+def test_a_damaged_manifest_is_one_message_naming_the_file(tmp_path, clip):
+    path = write_manifest(tmp_path / "out", "toy", good_rows(clip), CLASSES, AV)
+    meta = path.with_suffix(".json")
+    text = meta.read_text()
+    meta.write_text(text[: len(text) // 2])
+    with pytest.raises(ManifestError, match=r"manifest\.json: not valid JSON \(.*\); write the manifest again"):
+        read_manifest(path)
+    meta.write_text("[]")
+    with pytest.raises(ManifestError, match=r"manifest\.json: no classes, modalities: not the metadata"):
+        read_manifest(path)
+    meta.write_text(text)
+    path.write_bytes(path.read_bytes().replace(b"train", "tr\xe4in".encode("latin-1")))  # saved as Latin-1
+    with pytest.raises(ManifestError, match=r"manifest\.csv: not UTF-8 text \(.* at byte \d+\); save it as CSV UTF-8"):
+        read_manifest(path)

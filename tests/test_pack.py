@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -178,3 +179,38 @@ def test_packing_again_gives_the_same_bytes(built, tmp_path):
         assert (data / "again" / f"{split}.npy").read_bytes() == (built / "packed" / f"{split}.npy").read_bytes()
     records = np.load(data / "again" / "train.npy", mmap_mode="r")
     assert records.dtype == open_split(built / "packed", "train")[0].dtype
+
+
+def test_damaged_packing_files_end_in_bmls_one_line_message(built, tmp_path, capsys):
+    """`bml pack` on a truncated shard, a status table that is not one, and packed metadata with a BOM."""
+    from bml.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(built, data / "avdigits", ignore=shutil.ignore_patterns("packed", "shards"))
+    shutil.copytree(built / "shards", data / "avdigits" / "embedded" / "shards")  # where the layout puts them
+    argv = ["pack", "--dataset", "avdigits", "--recipe", "embedded"]
+    argv += ["--overrides", json.dumps({"data_root": str(data), "extract": {"n_shards": 2}})]
+    shard = data / "avdigits" / "embedded" / "shards" / "shard0.npy"
+    whole = shard.read_bytes()
+
+    def refused() -> str:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
+    shard.write_bytes(whole[: len(whole) // 2])
+    unreadable = r"^bml pack: error: .*shard0\.npy: not a readable shard \(.*\); run its extraction again"
+    assert re.search(unreadable, refused())
+    shard.write_bytes(whole)
+    tsv = shard.with_suffix(".tsv")
+    kept = tsv.read_text()
+    tsv.write_text("<html>not a table</html>\n")
+    assert re.search(r"shard0\.tsv: not the status table extraction writes; run its extraction again", refused())
+    tsv.write_text(kept)
+    main(argv)
+    packed = data / "avdigits" / "embedded" / "packed"
+    meta = packed / "val.json"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())  # saved again by an editor that adds a BOM
+    assert len(open_split(packed, "val")[0]) == 1

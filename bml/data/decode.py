@@ -10,19 +10,20 @@ A short clip costs ffmpeg more to start than to decode, so one ffmpeg process de
 (one input and its own pipes per clip: nothing mixes between clips); a chunk whose ffmpeg fails is decoded
 again clip by clip, so a bad file is named on its own and never costs its neighbours.
 
-ffmpeg's own account of the decode (bml/data/ffmpeg.py) is checked against what the container declares
-over the span: a clip with more decode errors than `max_decode_errors`, or with fewer frames or samples
-than `min_decoded_share` of what it should have, is refused with the reason (MediaError), as is a missing
-stream, an unreadable, empty or missing file.
+What a clip's pipes hold is checked against what its container declares over the span, and ffmpeg's own
+account of the decode (bml/data/ffmpeg.py) for damage: a clip whose frames or samples in the span fall short
+of `min_decoded_share` of the declared ones, or a stream with a larger share than `max_decode_error_share` of
+its packets refused by the decoder, is refused with the reason (MediaError), as is a missing stream, an
+unreadable, empty or missing file. The pipes, not ffmpeg's input counts, say what the span holds: a seek
+starts decoding at the keyframe before the span (a long-GOP video decodes 200 frames for a span of 30), and
+the frame-rate filter repeats a frame where an AVI holds a null chunk (the player repeats it too).
 
-Flow (kind `flow`): from a video, the native frames that Farneback flow (bml/data/flow.py) is computed
-between; from a precomputed TV-L1 release (the clip's flow path is its `u/<clip>` folder), the release's
-JPEGs at evenly spaced positions within the span, read without ffmpeg.
+What each modality asks of ffmpeg, and what its pipe holds, is its kind's (bml/kinds/): frames at the
+recipe's rate, flow's native frames, audio samples; a kind may read a folder instead (a flow release).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import selectors
 import subprocess
@@ -31,17 +32,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bml.data.ffmpeg import InputInfo, MediaError, ffmpeg_exe, read_inputs, read_summary, why_unreadable
+from bml.data.ffmpeg import (
+    InputInfo,
+    MediaError,
+    ffmpeg_exe,
+    read_inputs,
+    read_span_frames,
+    read_summary,
+    why_unreadable,
+)
 from bml.data.manifest import Row
+from bml.kinds import KINDS
 from bml.runtime import FFMPEG_CPU_FLAGS
-
-FLOW_FIRST = "frame000001.jpg"  # a TV-L1 release numbers flow frames from 1 (bml/data/flow.py)
 
 
 @dataclass(frozen=True)
 class Limits:
     min_decoded_share: float = 0.9  # params.yaml extract.min_decoded_share
-    max_decode_errors: int = 0  # params.yaml extract.max_decode_errors
+    max_decode_error_share: float = 0.01  # params.yaml extract.max_decode_error_share
 
 
 def select_frames(n_available: int, n_frames: int) -> list[int]:
@@ -58,17 +66,12 @@ def select_frames(n_available: int, n_frames: int) -> list[int]:
 # ---- what one clip asks of ffmpeg ---------------------------------------------------------------------
 
 
-def is_flow_release(path: str) -> bool:
-    """A flow path that is a folder: the clip's u/ folder of a precomputed TV-L1 release."""
-    return os.path.isdir(path)
-
-
 @dataclass
 class ClipJob:
     row: Row
     start: float  # seconds into the files
     length: float | None  # None: to the end of the files
-    files: list[str]  # the media files ffmpeg opens (a flow release folder is read without ffmpeg)
+    files: list[str]  # the media files ffmpeg opens (a folder its kind reads, such as a flow release, is not one)
 
 
 def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
@@ -83,9 +86,8 @@ def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
     files = []
     for m, kind in modalities.items():
         path = row.paths[m]
-        if kind == "flow" and is_flow_release(path):
-            if not os.path.isfile(os.path.join(path, FLOW_FIRST)):
-                raise MediaError(f"{path}: no flow frame {FLOW_FIRST} in this flow folder")
+        if KINDS[kind].reads_folder(path):
+            KINDS[kind].check_folder(path)
             continue
         if not os.path.isfile(path):
             raise MediaError(f"{path}: file not found")
@@ -96,21 +98,21 @@ def clip_job(row: Row, modalities: dict[str, str], settings: dict) -> ClipJob:
     return ClipJob(row, start, length, files)
 
 
-def _outputs(job: ClipJob, first_input: int, modalities: dict[str, str], settings: dict) -> list[tuple[str, list]]:
+def span_tag(job_index: int, m: str) -> str:
+    """The name of the filter that counts the span's frames of modality m of the job_index-th clip of a process."""
+    return f"c{job_index}_{m}"
+
+
+def _outputs(
+    job: ClipJob, job_index: int, first_input: int, modalities: dict[str, str], settings: dict
+) -> list[tuple[str, list]]:
     """(modality, ffmpeg output options before the pipe) for each modality ffmpeg decodes for this clip."""
     outs = []
     for m, kind in modalities.items():
         if job.row.paths[m] not in job.files:
-            continue  # a flow release folder
+            continue  # a folder its kind reads without ffmpeg
         source = first_input + job.files.index(job.row.paths[m])
-        if kind == "audio":
-            outs.append((m, ["-map", f"{source}:a:0", "-ac", "1", "-filter_threads", "1", "-f", "f32le"]))
-            continue
-        s = settings[m]
-        rate = f"fps={s['fps']}," if kind == "frames" else ""  # flow: every frame at the video's own rate
-        video = ["-map", f"{source}:v:0", "-vf", f"{rate}scale={s['size']}:{s['size']}:flags=area"]
-        video += ["-fps_mode", "passthrough"] if kind == "flow" else []
-        outs.append((m, video + ["-filter_threads", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]))
+        outs.append((m, KINDS[kind].ffmpeg_output(source, settings.get(m, {}), span_tag(job_index, m))))
     return outs
 
 
@@ -126,7 +128,7 @@ def _run_ffmpeg(jobs: list[ClipJob], modalities: dict[str, str], settings: dict)
             # threads (and 34 ms for ffmpeg decoding one clip per process to null)
             cmd += ["-threads", "1"] + (["-ss", f"{job.start:.3f}"] if job.start > 0 else [])
             cmd += (["-t", f"{job.length:.3f}"] if job.length is not None else []) + ["-i", f]
-        for m, options in _outputs(job, firsts[-1], modalities, settings):
+        for m, options in _outputs(job, j, firsts[-1], modalities, settings):
             read_fd, write_fd = os.pipe()
             pipes[(j, m)] = (read_fd, write_fd)
             outputs += options + [f"pipe:{write_fd}"]
@@ -180,7 +182,7 @@ def decode_clips(
             for i in batch:
                 results[i] = decode_clips([rows[i]], modalities, settings, limits)[0]
             batch = []
-        inputs, summary = read_inputs(err), read_summary(err)
+        inputs, summary, received = read_inputs(err), read_summary(err), read_span_frames(err)
     for j, i in enumerate(batch):
         job, first, n = jobs[i], firsts[j], len(jobs[i].files)
         mine = {k: inputs[first + k] for k in range(n) if first + k in inputs}
@@ -188,9 +190,12 @@ def decode_clips(
             (k, s): summary[(first + k, s)] for k in range(n) for s in ("video", "audio") if (first + k, s) in summary
         }
         pipes = {m: block for (jj, m), block in data.items() if jj == j}
-        results[i] = or_error(MediaError, _finish, job, modalities, settings, limits, mine, counts, pipes, code, err)
-    for i in set(jobs) - {i for i, job in jobs.items() if job.files}:  # only a flow release folder: no ffmpeg
-        results[i] = or_error(MediaError, _finish, jobs[i], modalities, settings, limits, {}, {}, {}, 0, "")
+        spans = {m: received.get(span_tag(j, m), 0) for m in modalities}
+        results[i] = or_error(
+            MediaError, _finish, job, modalities, settings, limits, mine, counts, spans, pipes, code, err
+        )
+    for i in set(jobs) - {i for i, job in jobs.items() if job.files}:  # only folders read without ffmpeg
+        results[i] = or_error(MediaError, _finish, jobs[i], modalities, settings, limits, {}, {}, {}, {}, 0, "")
     return results
 
 
@@ -222,6 +227,7 @@ def _finish(
     limits: Limits,
     inputs: dict[int, InputInfo],
     summary: dict,
+    spans: dict[str, int],
     data: dict[str, bytes],
     returncode: int,
     err: str,
@@ -234,7 +240,7 @@ def _finish(
     used_by = {}  # modality -> (input, stream) it is decoded from
     for m, kind in modalities.items():
         if row.paths[m] in job.files:
-            k, stream = job.files.index(row.paths[m]), "audio" if kind == "audio" else "video"
+            k, stream = job.files.index(row.paths[m]), KINDS[kind].stream
             if not (inputs[k].has_audio if stream == "audio" else inputs[k].has_video):
                 raise MediaError(f"{job.files[k]}: no {stream} stream")
             used_by[m] = (k, stream)
@@ -244,71 +250,39 @@ def _finish(
     out: dict[str, np.ndarray] = {}
     problems = []  # (file, what): every shortfall and the decode errors, in one reason
     under = f"(under {limits.min_decoded_share:.0%}: params.yaml extract.min_decoded_share)"
-    for m, (k, _) in used_by.items():
-        info, kind = inputs[k], modalities[m]
+    for m, (k, stream) in used_by.items():
+        info, kind = inputs[k], KINDS[modalities[m]]
         if info.duration <= job.start:
             raise MediaError(
                 f"{job.files[k]}: the span starts at {job.start:.2f} s, after the end of the file "
                 f"({info.duration:.2f} s)"
             )
         used = info.duration - job.start if job.length is None else min(info.duration - job.start, job.length)
-        if kind == "audio":
-            wave = np.frombuffer(data.get(m, b""), dtype="<f4")
-            expected = used * (info.sample_rate or 0)
-            if wave.size == 0 or wave.size < limits.min_decoded_share * expected - 0.1 * (info.sample_rate or 0):
-                what = f"decoded {wave.size} of the {expected:.0f} samples its container declares over {used:.2f} s"
-                problems.append((job.files[k], f"truncated or damaged audio: {what} {under}"))
-            out[m], out[f"{m}:rate"] = wave, np.asarray(info.sample_rate)
-            continue
-        decoded = summary.get((k, "video"), (0, 0, None))[0]
-        expected = used * (info.fps or 0)
-        if decoded == 0 or decoded < limits.min_decoded_share * expected - 1:
-            what = f"decoded {decoded} of the {expected:.0f} frames its container declares over {used:.2f} s"
-            problems.append((job.files[k], f"truncated or damaged video: {what} {under}"))
-            continue
-        size = settings[m]["size"]
-        raw = np.frombuffer(data.get(m, b""), dtype=np.uint8)
-        n = raw.size // (size * size * 3)
-        if n < (2 if kind == "flow" else 1):
+        arrays = kind.from_pipe(data.get(m, b""), settings.get(m, {}), info.sample_rate)
+        rate, audio = (info.sample_rate if stream == "audio" else info.fps) or 0, stream == "audio"
+        held = len(arrays[""]) if audio else spans.get(m, 0)  # video: the span's frames (SPAN_COUNTER's count)
+        expected, allowance = used * rate, 0.1 * rate if audio else 1  # an encoder's priming samples; a rounded frame
+        if held == 0 or held < limits.min_decoded_share * expected - allowance:
+            what = f"decoded {held} of the {expected:.0f} {'samples' if audio else 'frames'} its container declares"
+            problems.append((job.files[k], f"truncated or damaged {stream}: {what} over {used:.2f} s {under}"))
+        elif not audio and len(arrays[""]) < kind.min_frames:
+            n = len(arrays[""])
             problems.append((job.files[k], f"{n} frames in the span {job.start:.2f}-{job.start + used:.2f} s"))
-        out[m] = raw[: n * size * size * 3].reshape(n, size, size, 3)
-    errors = {key: summary.get(key, (0, 0, None))[1] for key in sorted(set(used_by.values()))}
-    if max(errors.values(), default=0) > limits.max_decode_errors:
-        counts = ", ".join(f"{n} {s}" for (_, s), n in errors.items() if n)
-        bad = next(job.files[k] for (k, _), n in errors.items() if n > limits.max_decode_errors)
-        allowed = f"at most {limits.max_decode_errors} per stream allowed: params.yaml extract.max_decode_errors"
-        problems.append((bad, f"damaged: decode errors ({counts}; {allowed})"))
+        out.update({m + suffix: array for suffix, array in arrays.items()})
+    counts = {key: summary[key] for key in sorted(set(used_by.values())) if key in summary}
+    damaged = {key: c for key, c in counts.items() if c.errors > limits.max_decode_error_share * max(c.packets, 1)}
+    if damaged:
+        what = ", ".join(f"{c.errors} of {c.packets} {s} packets" for (_, s), c in counts.items() if c.errors)
+        allowed = f"at most {limits.max_decode_error_share:.1%} per stream: params.yaml extract.max_decode_error_share"
+        problems.append((job.files[next(iter(damaged))[0]], f"damaged: decode errors ({what}; {allowed})"))
     if problems:
         by_file: dict[str, list[str]] = {}
         for f, what in problems:
             by_file.setdefault(f, []).append(what)
         raise MediaError("; ".join(f"{f}: " + "; ".join(whats) for f, whats in by_file.items()))
     for m, kind in modalities.items():
-        if kind == "flow" and row.paths[m] not in job.files:
+        if row.paths[m] not in job.files:  # a folder its kind reads (a flow release): the span's rate from the video
             fps = next((inputs[k].fps for k in range(len(job.files)) if inputs[k].has_video), None)
-            out[m], out[f"{m}:release"] = read_released_flow(row.paths[m], job, settings[m], fps), np.asarray(True)
+            arrays = KINDS[kind].read_folder(row.paths[m], job, settings[m], fps)
+            out.update({m + suffix: array for suffix, array in arrays.items()})
     return out
-
-
-def read_released_flow(u_dir: str, job: ClipJob, s: dict, fps: float | None) -> np.ndarray:
-    """`frames` flow frames of a TV-L1 release folder, evenly spaced over the span: (frames, 2, S, S) uint8.
-    Flow frame k (1-based) is the motion from video frame k to k + 1, at (k - 1) / fps seconds."""
-    from bml.data.flow import flow_v_dir, read_flow_frames
-
-    n_flow = sum(1 for name in os.listdir(u_dir) if name.startswith("frame") and name.endswith(".jpg"))
-    numbers = list(range(1, n_flow + 1))
-    if job.start > 0 or job.length is not None:
-        if not fps:
-            raise MediaError(f"{u_dir}: a flow release read over a span needs the clip's video for its frame rate")
-        end = math.inf if job.length is None else job.start + job.length
-        numbers = [k for k in numbers if job.start - 1e-6 <= (k - 1) / fps and k / fps < end - 1e-6]
-        if not numbers:
-            raise MediaError(f"{u_dir}: no flow frame in the span {job.start:.2f}-{end:.2f} s ({n_flow} frames)")
-    chosen = [numbers[i] for i in select_frames(len(numbers), s["frames"])]
-    try:
-        return read_flow_frames(u_dir, flow_v_dir(u_dir), chosen, s["size"])
-    except (OSError, ValueError) as err:
-        raise MediaError(f"{u_dir}: {err}") from None
-
-
-# ---- a shard of clips ---------------------------------------------------------------------------------

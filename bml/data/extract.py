@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bml.data.decode import Limits, decode_clips, or_error, select_frames
+from bml.data.decode import Limits, decode_clips
 from bml.data.ffmpeg import MediaError
 from bml.data.manifest import Row
-from bml.data.pack import RecordWriter, record_dtype
+from bml.data.pack import SHARD_FIELDS, RecordWriter, record_dtype
+from bml.kinds import KINDS
 
-SHARD_FIELDS = ["clip_id", "status", "reason", "decode_s", "features_s"]
 # Clips per ffmpeg process. Measured on this project's 2-core machine, 200 avdigits clips decoded as extraction
 # decodes them, one process at a time: 36-39 ms of CPU per clip with 1 clip per process, 21-24 ms with 8,
 # 21 ms with 16 (ffmpeg decoding each clip to null: 33-35 ms); 8 keeps a chunk's arrays small.
@@ -39,35 +39,12 @@ AHEAD_BYTES = 256 << 20
 def features(
     decoded: list[dict[str, np.ndarray]], modalities: dict[str, str], settings: dict
 ) -> list[dict[str, np.ndarray] | ValueError]:
-    """Decoded clips -> what each packed record stores per modality (or why it cannot); audio is computed
-    in one batched call per sample rate, equal to the per-clip spectrogram (tests/test_extract.py)."""
-    from bml.data.audio import spectrogram, spectrograms
-
+    """Decoded clips -> what each packed record stores per modality (or why it cannot), each modality by its
+    kind (bml/kinds/), over the whole chunk at once (spectrograms are batched)."""
     out: list = [{} for _ in decoded]
     for m, kind in modalities.items():
-        if kind == "audio":
-            preset = settings[m]["preset"]
-            for rate in sorted({int(d[f"{m}:rate"]) for d in decoded}):
-                idx = [i for i, d in enumerate(decoded) if int(d[f"{m}:rate"]) == rate]
-                try:
-                    specs = spectrograms([decoded[i][m] for i in idx], rate, preset)
-                except ValueError:  # name the clip: one at a time
-                    specs = [or_error(ValueError, spectrogram, decoded[i][m], rate, preset) for i in idx]
-                for i, spec in zip(idx, specs, strict=True):
-                    out[i][m] = spec if isinstance(spec, ValueError) else spec.astype(np.float16)
-        elif kind == "frames":
-            for i, d in enumerate(decoded):
-                out[i][m] = d[m][select_frames(len(d[m]), settings[m]["frames"])].transpose(0, 3, 1, 2)
-        else:
-            from bml.data.flow import farneback_flow  # OpenCV: imported only where flow is asked
-
-            for i, d in enumerate(decoded):
-                if f"{m}:release" in d:
-                    out[i][m] = d[m]
-                    continue
-                frames = d[m]  # native frames: flow k is from frame k to k + 1
-                at = select_frames(len(frames) - 1, settings[m]["frames"])
-                out[i][m] = np.stack([farneback_flow(frames[k : k + 2])[0] for k in at])  # (T, 2, S, S)
+        for i, value in enumerate(KINDS[kind].features(decoded, m, settings[m])):
+            out[i][m] = value
     return [next((v for v in f.values() if isinstance(v, ValueError)), f) for f in out]
 
 
@@ -175,7 +152,7 @@ def extract_shard(
     statuses, t_ffmpeg, t_waited, t_features = [], 0.0, 0.0, 0.0
     try:
         with (
-            one_torch_thread("audio" in modalities.values()),
+            one_torch_thread(any(KINDS[k].uses_torch for k in modalities.values())),
             RecordWriter(out_npy, record_dtype(modalities, settings)) as writer,
         ):
             for chunk in chunks:

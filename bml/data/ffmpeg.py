@@ -1,7 +1,8 @@
 """Talking to the ffmpeg binary: where it is, what it says about a file, and its account of a run.
 
 imageio-ffmpeg's wheel carries a static ffmpeg and no ffprobe, so a file is described by `ffmpeg -i` and a
-decode is checked against the `verbose` end-of-run summary (frames decoded and decode errors per stream).
+decode is checked against the `verbose` end-of-run summary (packets read, frames decoded and decode errors per
+stream).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio_ffmpeg
 
@@ -37,7 +39,7 @@ _STREAM = re.compile(r"Stream #(\d+):(\d+)\S*: (Video|Audio): (.*)$", re.M)
 _FPS = re.compile(r"([\d.]+) fps")
 _RATE = re.compile(r"(\d+) Hz")
 _SUMMARY = re.compile(
-    r"Input stream #(\d+):(\d+) \((video|audio)\): \d+ packets read \(\d+ bytes\); "
+    r"Input stream #(\d+):(\d+) \((video|audio)\): (\d+) packets read \(\d+ bytes\); "
     r"(\d+) frames decoded; (\d+) decode errors(?:;? \((\d+) samples\))?"
 )
 
@@ -81,12 +83,31 @@ def read_inputs(text: str) -> dict[int, InputInfo]:
     return found
 
 
-def read_summary(text: str) -> dict[tuple[int, str], tuple[int, int, int | None]]:
-    """{(input, "video"|"audio"): (frames decoded, decode errors, samples)} from the verbose end-of-run lines."""
+class StreamCount(NamedTuple):
+    """ffmpeg's count of one input stream over a run (from the seek point on: a seek starts at a keyframe)."""
+
+    packets: int  # read from the container
+    frames: int  # decoded
+    errors: int  # packets the decoder refused
+    samples: int | None  # audio samples decoded
+
+
+def read_summary(text: str) -> dict[tuple[int, str], StreamCount]:
+    """{(input, "video"|"audio"): its StreamCount} from the verbose end-of-run lines."""
     out = {}
-    for inp, _, kind, frames, errors, samples in _SUMMARY.findall(text):
-        out.setdefault((int(inp), kind), (int(frames), int(errors), int(samples) if samples else None))
+    for inp, _, kind, packets, frames, errors, samples in _SUMMARY.findall(text):
+        count = StreamCount(int(packets), int(frames), int(errors), int(samples) if samples else None)
+        out.setdefault((int(inp), kind), count)
     return out
+
+
+_SPAN_FILTER = re.compile(r"^\[fps@(\w+) @ 0x[0-9a-f]+\] \d+ frames in, (\d+) frames out", re.M)
+
+
+def read_span_frames(text: str) -> dict[str, int]:
+    """{tag: frames out} of the `fps@<tag>=source_fps` filters (bml/kinds/base.py, SPAN_COUNTER), from their
+    verbose end-of-run lines (the last one: a filter graph is configured once before the first frame)."""
+    return {tag: int(frames) for tag, frames in _SPAN_FILTER.findall(text)}
 
 
 def why_unreadable(path: str, text: str) -> str:

@@ -23,8 +23,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from bml.data.decode import select_frames
 from bml.data.pack import open_split
+from bml.kinds import KINDS
 
-FRAME_KINDS = ("frames", "flow")
+FRAME_KINDS = tuple(name for name, kind in KINDS.items() if kind.frame_like)
 AUGMENTS = ("none", "random_resized_crop_flip")
 CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default area share; a protocol's frame_crop_scale overrides
 
@@ -117,18 +118,18 @@ class PackedSplit(Dataset):
         inputs: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
         for i in indices:
             record = self.records[i]
-            for m, kind in self.modalities.items():
-                value = record[m]
-                if kind in FRAME_KINDS:
+            for m, name in self.modalities.items():
+                value, kind = record[m], KINDS[name]
+                if kind.frame_like:
                     value = value[self.frame_indices(i, len(value))]
-                    if self.augment != "none" and kind == "frames":
+                    if self.augment != "none" and kind.augmented:
                         rng = np.random.default_rng([self.seed, self.epoch, i, 1])
                         value = random_resized_crop_flip(value, rng, scale=self.crop_scale)
                 inputs[m].append(value)
         idx = np.asarray(indices, dtype=np.int64)
         return {
             "inputs": {
-                m: torch.from_numpy(np.stack(v).astype(np.float32 if self.modalities[m] == "audio" else np.uint8))
+                m: torch.from_numpy(np.stack(v).astype(KINDS[self.modalities[m]].batch_dtype))
                 for m, v in inputs.items()
             },
             "label": torch.from_numpy(self.labels[idx]),
@@ -183,17 +184,6 @@ def make_loader(
 
 
 def prepare_inputs(inputs: dict[str, torch.Tensor], modalities: dict[str, str], train_cfg: dict) -> dict:
-    """Stored values on the device -> the encoders' inputs: frames to float normalised per channel (ImageNet
-    statistics from the protocol), flow centred on its zero (128) and scaled to [-1, 1]."""
-    out = {}
-    for m, x in inputs.items():
-        kind = modalities[m]
-        if kind == "frames":
-            mean = torch.tensor(train_cfg["frame_mean"], device=x.device).view(1, 1, 3, 1, 1)
-            std = torch.tensor(train_cfg["frame_std"], device=x.device).view(1, 1, 3, 1, 1)
-            out[m] = (x.float() / 255.0 - mean) / std
-        elif kind == "flow":
-            out[m] = (x.float() - 127.5) / 127.5
-        else:
-            out[m] = x
-    return out
+    """Stored values on the device -> the encoders' inputs, as each kind prepares them (bml/kinds/): frames
+    normalised per channel with the protocol's statistics, flow centred on its zero and scaled to [-1, 1]."""
+    return {m: KINDS[modalities[m]].prepare(x, train_cfg) for m, x in inputs.items()}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bml.config import ConfigError
+from bml.kinds import KINDS
 
 SPLITS = ("train", "val", "test")
 MAX_ID = 64  # characters: the packed records' clip_id field holds this many (bml/data/pack.py)
@@ -50,8 +51,8 @@ def problems(
     rows: list[dict], classes: list[str], modalities: dict[str, str] | list[str], check_files: bool = True
 ) -> list[str]:
     """Every problem of raw manifest rows (dicts of strings or values), one line each, naming the row.
-    `modalities` maps names to kinds (a list of names: every kind `file`); a flow path may be a folder (the
-    clip's u/ folder of a precomputed flow release)."""
+    `modalities` maps names to kinds (a list of names: every kind `file`); a path may be a folder where its
+    kind reads one (flow: the clip's u/ folder of a precomputed flow release)."""
     kinds = modalities if isinstance(modalities, dict) else dict.fromkeys(modalities, "file")
     found, seen = [], {}
     for i, row in enumerate(rows, start=2):  # row 1 is the CSV header
@@ -81,7 +82,7 @@ def problems(
             path = row.get(f"path_{m}")
             if not path:
                 found.append(f"{where}: no file for modality {m!r} (column path_{m})")
-            elif check_files and not (Path(path).is_file() or (kind == "flow" and Path(path).is_dir())):
+            elif check_files and not (Path(path).is_file() or (kind in KINDS and KINDS[kind].reads_folder(path))):
                 found.append(f"{where}: {m} file {path} does not exist")
         span = {}
         for key in ("start", "end"):
@@ -154,9 +155,13 @@ def read_manifest(path: str | Path) -> tuple[list[Row], dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found; run the manifest stage first (bml manifest)")
-    meta = json.loads(path.with_suffix(".json").read_text())
-    with path.open(newline="") as f:
-        raw = list(csv.DictReader(f))
+    meta = read_manifest_meta(path.with_suffix(".json"))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's "CSV UTF-8") is accepted
+            raw = list(csv.DictReader(f))
+    except UnicodeDecodeError as err:
+        why = f"not UTF-8 text ({err.reason} at byte {err.start}); save it as CSV UTF-8"
+        raise ManifestError(f"{path}: {why}") from None
     found = problems(raw, meta["classes"], meta["modalities"], check_files=False)  # a hand edit since writing
     if found:
         raise ManifestError(f"{path}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found[:50]))
@@ -166,19 +171,33 @@ def read_manifest(path: str | Path) -> tuple[list[Row], dict]:
             int(r["label"]),
             r["split"],
             {m: r[f"path_{m}"] for m in meta["modalities"]},
-            float(r["start"] or 0.0),
-            float(r["end"]) if r["end"] else None,
+            float(r.get("start") or 0.0),
+            float(r["end"]) if r.get("end") else None,
         )
         for r in raw
     ]
     return rows, meta
 
 
+def read_manifest_meta(path: Path) -> dict:
+    """manifest.json (a BOM accepted); ManifestError, naming it, when it is missing, not JSON or not bml's."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: not found beside its manifest.csv; write the manifest again (bml manifest)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: not valid JSON ({err}); write the manifest again (bml manifest)") from None
+    missing = [k for k in ("classes", "modalities") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ManifestError(f"{path}: no {', '.join(missing)}: not the metadata bml manifest writes; write it again")
+    return meta
+
+
 def read_skipped(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 

@@ -1,10 +1,11 @@
 """The packed format: one memory-mappable file of records per split, checked before training reads it.
 
 `<split>.npy` is a NumPy array of records, one per clip: `clip_id`, `label`, and one field per modality,
-keyed by the modality's name (audio: float16 spectrogram; frames: uint8 (T, 3, S, S); flow: uint8
-(T, 2, S, S)). One record per clip keeps a sample's bytes together, so a random read is one slice, and
-`np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json` says how it was made, with the
-file's size and sha256: `open_split` checks both (once per process) and refuses a damaged file, naming it.
+keyed by the modality's name, of its kind's type and shape (bml/kinds/: audio a float16 spectrogram, frames
+uint8 (T, 3, S, S), flow uint8 (T, 2, S, S)). One record per clip keeps a sample's bytes together, so a
+random read is one slice, and `np.load(path, mmap_mode="r")` opens it without reading it. `<split>.json`
+says how it was made, with the file's size and sha256: `open_split` checks both (once per process) and
+refuses a damaged file, naming it.
 
 `pack` joins the shards that extraction wrote (bml/data/extract.py) into the splits, and writes
 `skipped.tsv` (every clip of the manifest that is not packed, with the reason, and the release entries
@@ -25,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from bml.data.manifest import MAX_ID, SPLITS, read_manifest, read_skipped, write_skipped
+from bml.kinds import KINDS
 
+SHARD_FIELDS = ["clip_id", "status", "reason", "decode_s", "features_s"]  # a shard's .tsv (bml/data/extract.py)
 HEADER = 256  # bytes reserved for the .npy header, so a streamed file's record count can be written last
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, checked once per process
 
@@ -34,20 +37,10 @@ class PackedDataError(RuntimeError):
     """A packed split that is missing, truncated or altered; names the file and what does not match."""
 
 
-def modality_field(kind: str, settings: dict) -> tuple[str, tuple[int, ...]]:
-    """(dtype, shape) a modality takes in a record."""
-    if kind == "audio":
-        from bml.data.audio import output_shape
-
-        return "<f2", tuple(output_shape(settings["preset"]))
-    channels = 3 if kind == "frames" else 2
-    return "u1", (settings["frames"], channels, settings["size"], settings["size"])
-
-
 def record_dtype(modalities: dict[str, str], settings: dict) -> np.dtype:
     fields = [("clip_id", f"U{MAX_ID}"), ("label", "<i8")]
     for m, kind in modalities.items():
-        dtype, shape = modality_field(kind, settings[m])
+        dtype, shape = KINDS[kind].field(settings[m])
         fields.append((m, dtype, shape))
     return np.dtype(fields)
 
@@ -104,8 +97,16 @@ class RecordWriter:
 
 
 def read_shard_status(tsv: Path) -> list[dict]:
-    with tsv.open(newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    """The rows of a shard's .tsv; PackedDataError, naming it, for anything but the table extraction writes."""
+    try:
+        with tsv.open(newline="", encoding="utf-8-sig") as f:
+            table = csv.DictReader(f, delimiter="\t")
+            statuses, fields = list(table), table.fieldnames
+    except (UnicodeDecodeError, csv.Error):
+        statuses, fields = [], None
+    if fields != SHARD_FIELDS or any(s["status"] not in ("ok", "skipped") or not s["clip_id"] for s in statuses):
+        raise PackedDataError(f"{tsv}: not the status table extraction writes; run its extraction again (bml extract)")
+    return statuses
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -222,8 +223,8 @@ def open_split(packed_dir: str | Path, split: str) -> tuple[np.ndarray, dict]:
             f"{path}: packed split not found; run the data stages first (make run, or snakemake {path})"
         )
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as err:
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as err:
         raise PackedDataError(f"{meta_path}: not valid JSON ({err}); rebuild the split") from None
     missing = [k for k in ("size", "sha256", "dtype") if not isinstance(meta, dict) or k not in meta]
     if missing:

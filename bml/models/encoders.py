@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bml.catalog import ENCODERS as ENCODER_FAMILIES
+from bml.kinds import KINDS
+
 # Convolutions run on channels-last tensors: on the CPU, max-pooling and BatchNorm take half the time in that
 # layout (the small CNN's training step: 228 -> 125 ms, benchmarks/run_phases.py), and GPUs favour it too.
 CHANNELS_LAST = torch.channels_last
@@ -138,14 +141,13 @@ class SmallVisualCNN(nn.Module):
         return x.mean(dim=(1, 3, 4))  # (B, out_dim)
 
 
-# (family, modality kind) -> the class that encodes it; the names match bml/catalog.py
+def _builder(family: str, kind: str) -> Callable[[], nn.Module]:
+    return lambda: KINDS[kind].encoder(family)
+
+
+# (family, modality kind) -> a builder of the encoder; each kind (bml/kinds/) names its class per family
 ENCODERS: dict[tuple[str, str], Callable[[], nn.Module]] = {
-    ("resnet18", "audio"): ResNet18Audio,
-    ("resnet18", "frames"): lambda: ResNet18Visual(in_channels=3),
-    ("resnet18", "flow"): lambda: ResNet18Visual(in_channels=2),
-    ("small_cnn", "audio"): SmallAudioCNN,
-    ("small_cnn", "frames"): lambda: SmallVisualCNN(in_channels=3),
-    ("small_cnn", "flow"): lambda: SmallVisualCNN(in_channels=2),
+    (family, kind): _builder(family, kind) for family in ENCODER_FAMILIES for kind in KINDS
 }
 
 
