@@ -29,7 +29,6 @@ from typing import Any
 from bml.catalog import ENCODERS
 from bml.config import (
     PARAMS_DIR,
-    PROJECT_ROOT,
     SCHEMAS_DIR,
     ConfigError,
     apply_set,
@@ -43,51 +42,12 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.layout import Layout
 from bml.methods import allowed_fusions, method_spec, required_runs
+from bml.stage_code import file_hashes, stage_code
 
 SPLITS = ("train", "val", "test")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # settings that change where or how fast a run goes, never its numbers: left out of its hash
 NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "workers")}
-# the code each kind of stage runs (globs relative to the project root): a change reruns the stage, under
-# either engine; `code_files` expands them to files (a folder's mtime says nothing of its files' edits)
-CODE_GLOBS = {
-    "generate": ["bml/data/avdigits.py", "bml/data/speech.py", "bml/data/manifest.py", "bml/data/sources.py"],
-    "list": ["bml/data/adapters/*.py", "bml/data/manifest.py", "bml/data/sources.py"],
-    "extract": [
-        "bml/data/ffmpeg.py",
-        "bml/data/decode.py",
-        "bml/data/extract.py",
-        "bml/data/audio.py",
-        "bml/data/flow.py",
-    ],
-    "pack": ["bml/data/pack.py"],
-    "train": [
-        "bml/train.py",
-        "bml/checkpoint.py",
-        "bml/optim.py",
-        "bml/evaluate.py",
-        "bml/results.py",
-        "bml/data/loader.py",
-        "bml/models/*.py",
-        "bml/methods/base.py",
-    ],
-    "report": [
-        "bml/report.py",
-        "bml/tables.py",
-        "bml/table_format.py",
-        "bml/figures.py",
-        "bml/plotting.py",
-        "bml/stats.py",
-        "bml/results.py",
-    ],
-}
-
-
-def code_files(kind: str) -> list[str]:
-    return sorted({str(p.relative_to(PROJECT_ROOT)) for g in CODE_GLOBS[kind] for p in PROJECT_ROOT.glob(g)})
-
-
-CODE = {kind: code_files(kind) for kind in CODE_GLOBS}
 
 
 def digest(values: Any) -> str:
@@ -106,7 +66,7 @@ class Cell:
     recipe: str
     config: dict = field(compare=False, repr=False)  # resolved: run, data, train, method, eval, paths, tracking
     requires: tuple[str, ...] = ()  # names of the cells whose outputs it reads
-    code: tuple[str, ...] = ()  # the files whose change reruns it
+    code: tuple[str, ...] = ()  # the files whose change reruns it (bml/stage_code.py)
 
     @property
     def name(self) -> str:
@@ -123,6 +83,11 @@ class Cell:
     @property
     def metrics(self) -> str:  # written last by `bml train`: the cell's output for both engines
         return f"{self.run_dir}/metrics.json"
+
+    @property
+    def code_kind(self) -> str:
+        """Its code's name: training's, with its method's module (cells of one module share it)."""
+        return f"train-{method_spec(self.method).module.rpartition('.')[2]}"
 
 
 def hashed_config(config: dict) -> dict:
@@ -256,7 +221,6 @@ def resolve_cell(
             schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]),
         )
     config["hash"] = digest(hashed_config(config))
-    code = CODE["train"] + [spec.module.replace(".", "/") + ".py"]
     requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
     return Cell(
         dataset.name,
@@ -267,7 +231,7 @@ def resolve_cell(
         on_dataset["recipe"],
         config,
         requires,
-        tuple(dict.fromkeys(code)),
+        stage_code("train", spec.module),
     )
 
 
@@ -324,12 +288,23 @@ class Plan:
             "published": read_yaml(self.params_dir / "published.yaml"),
         }
 
-    def witnesses(self) -> dict[str, dict]:
-        """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare."""
+    def code(self) -> dict[str, tuple[str, ...]]:
+        """{code kind: its files}, one per kind of stage the plan runs (training: one per method module)."""
+        kinds = {"generate" if d.generated else "list": () for d in self.datasets.values()}
+        kinds |= {"extract": (), "pack": ()} if self.recipes else {}
+        out = {kind: stage_code(kind) for kind in kinds}
+        out |= {c.code_kind: c.code for c in self.cells}
+        out["report"] = stage_code("report")
+        return out
+
+    def witnesses(self, root: Path = Path(".")) -> dict[str, dict]:
+        """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare. A code
+        witness (`code-<kind>`) holds the hashes of that kind's files under `root`, the project DVC runs in."""
         out = {f"manifest-{d}": self.dataset_values(d) for d in self.datasets}
         out |= {f"features-{r.key}": r.values for r in self.recipes}
         out |= {f"cell-{c.name}": hashed_config(c.config) for c in self.cells}
         out["report"] = self.report_values()
+        out |= {f"code-{kind}": file_hashes(files, root) for kind, files in self.code().items()}
         return out
 
 

@@ -340,3 +340,138 @@ def test_an_override_reaches_the_job_it_changes(project_copy):
         )
     )
     assert expected in out
+
+
+# ---- the code a stage runs, derived --------------------------------------------------------------------------
+
+
+def test_a_stages_code_is_every_bml_module_its_command_imports():
+    """The import closure holds what a real import of the entry modules loads (less the plan's own modules,
+    whose results are hashed values): bml/data/decode.py, which picks the evaluation frames, is training's."""
+    from bml.stage_code import PLAN_MODULES, module_file, stage_code
+
+    code = "import sys, bml.train, bml.methods.ogm; print(' '.join(m for m in sys.modules if m.startswith('bml.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    files = stage_code("train", "bml.methods.ogm")
+    assert {module_file(m) for m in loaded if m not in PLAN_MODULES} <= set(files)
+    assert "bml/data/decode.py" in files and "bml/methods/ogm.py" in files
+    assert "bml/methods/opm.py" not in files and "bml/plan.py" not in files
+    assert load_plan().find("avdigits", "embedded", "joint", "concat", 0).code == stage_code(
+        "train", "bml.methods.baselines"
+    )
+
+
+def test_dvc_yaml_names_each_kind_of_code_once():
+    """Training stages depend on one code witness each, not on their files; the plan stage on every file."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    train = stages["train-avdigits-embedded-ogm_ge-concat-s0"]
+    assert ".bml/plan/code-train-ogm.json" in train["deps"]
+    assert not [d for d in train["deps"] if d.endswith(".py")]
+    assert {"bml/data/decode.py", "bml/train.py", "bml/methods/ogm.py"} <= set(stages["plan"]["deps"])
+    assert "dvc.yaml linguist-generated=true" in (REPO / ".gitattributes").read_text().splitlines()
+
+
+def _pretend_built(project):
+    """Stand-ins for every output of both engines, recorded as up to date by each (`snakemake --touch`, `dvc
+    commit`): staleness reads no contents, and building the matrix for real takes minutes."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    plan = load_plan(project / "params")
+    lay = plan.layout
+    outs = [
+        next(iter(o)) if isinstance(o, dict) else o
+        for s in stages.values()
+        for k in ("outs", "metrics", "plots")
+        for o in s.get(k, [])
+    ]
+    outs += [
+        lay.packed(r.dataset, r.name, n)
+        for r in plan.recipes
+        for n in ("skipped.tsv", *[f"{s}.{e}" for s in ("train", "val", "test") for e in ("npy", "json")])
+    ]
+    for out in outs:
+        if out.startswith(".bml/"):
+            continue
+        path = project / out
+        if not path.suffix:  # a folder output
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / "stand-in"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("stand-in\n")
+    snakemake(project, "--touch", "--cores", "1")  # first: it leaves a .snakemake_timestamp in folder outputs
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["bml", "plan", "--write", ".bml/plan"],
+        ["dvc", "commit", "-f", "-q"],
+    ):
+        run(cmd, cwd=project)
+    snakemake(project, "--touch", "--cores", "1")  # again: DVC's commit may relink the outputs
+
+
+def _snakemake_stale(project, edited: str = "") -> set[str]:
+    """The jobs a dry run reruns that list `edited` among their inputs (a job downstream of a rerun one names
+    only the upstream outputs as its reason), and with no edit, every job it reruns."""
+    stale = set()
+    for block in snakemake(project, "-n", "--cores", "1").stdout.split("\nrule ")[1:]:
+        rule = block.split(":")[0].strip()
+        inputs = block.split("input: ")[1].split("\n")[0].split(", ")
+        if rule != "all" and (not edited or edited in inputs):
+            stale.add("train-" + _cell_name(block.split("output: ")[1].split("\n")[0]) if rule == "train" else rule)
+    return stale
+
+
+def _dvc_stale(project) -> set[str]:
+    """The stages `dvc status` calls changed once the plan stage has rewritten the witnesses."""
+    run(["dvc", "repro", "-s", "plan"], cwd=project)
+    out = run(["dvc", "status", "--json"], cwd=project).stdout
+    return set(json.loads(out)) - {"plan"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module, stale",
+    [
+        (
+            "bml/data/decode.py",
+            {"extract", "train-avdigits-embedded-joint-concat-s0", "train-avdigits-embedded-ogm_ge-concat-s0"},
+        ),
+        ("bml/methods/ogm.py", {"train-avdigits-embedded-ogm_ge-concat-s0"}),
+        ("bml/plotting.py", {"report"}),
+    ],
+)
+def test_editing_a_module_a_stage_imports_makes_that_stage_stale_in_both_engines(project_copy, module, stale):
+    tiny_project(project_copy, runs=[{"method": "joint", "fusion": "concat"}, {"method": "ogm_ge", "fusion": "concat"}])
+    run(["bml", "plan", "--dvc-yaml", "dvc.yaml"], cwd=project_copy)
+    _pretend_built(project_copy)
+    assert _snakemake_stale(project_copy) == set() and _dvc_stale(project_copy) == set()
+    path = project_copy / module
+    path.write_text(path.read_text() + "\n# edited\n")
+    assert _snakemake_stale(project_copy, module) == stale
+    assert {"extract" if s.startswith("extract-") else s for s in _dvc_stale(project_copy)} == stale
+
+
+@pytest.mark.slow
+def test_a_checkout_copied_with_its_snakemake_folder_has_nothing_to_do(project_copy, tmp_path):
+    """Code inputs are relative, so the metadata a finished job left in .snakemake matches in the copy."""
+    from release_fixtures.cremad import make_tree
+
+    tree = make_tree(tmp_path / "CREMA-D", n_train=3, n_test=1)
+    tiny_project(
+        project_copy,
+        datasets={"cremad": {"root": str(tree), "val_share": 0.34}},
+        extra_blocks=[
+            {
+                "dataset": "cremad",
+                "protocol": "tpami24_cremad",
+                "seeds": [0],
+                "runs": [{"method": "joint", "fusion": "concat"}],
+            }
+        ],
+    )
+    target = "data/cremad/manifest.csv"
+    snakemake(project_copy, "--cores", "1", target)
+    assert any((project_copy / ".snakemake" / "metadata").iterdir())
+    copy = tmp_path / "copied"
+    shutil.copytree(project_copy, copy, symlinks=True)
+    out = snakemake(copy, "-n", "--cores", "1", target)
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout
