@@ -41,11 +41,12 @@ from bml.config import (
 )
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.layout import Layout
-from bml.methods import allowed_fusions, method_spec, required_runs
+from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
 from bml.stage_code import file_hashes, stage_code
 
 SPLITS = ("train", "val", "test")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every fusion head it works with
 # settings that change where or how fast a run goes, never its numbers: left out of its hash
 NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "workers")}
 
@@ -213,13 +214,11 @@ def resolve_cell(
     for item in sets:
         apply_set(config, item)
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
-    schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
-    if method in schema["properties"]:
-        refuse(
-            f"{mpath} (with the protocol's and any --set overrides)",
-            f"parameters of method {method!r}",
-            schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]),
-        )
+    refuse(
+        f"{mpath} (with the protocol's and any --set overrides)",
+        f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
+        schema_problems(params_schema(spec), config["method"]),
+    )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
     return Cell(
@@ -331,9 +330,14 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
                 f"set datasets.{name}.root in params/params.yaml or pass --config "
                 f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)"
             )
+        runs = (
+            every_run(list(dataset.modalities))
+            if block["runs"] == EVERY_RUN
+            else [(run["method"], run["fusion"]) for run in block["runs"]]
+        )
         block_cells = [
-            resolve_cell(dataset, block["protocol"], run["method"], run["fusion"], seed, params_dir, pipeline, layout)
-            for run in block["runs"]
+            resolve_cell(dataset, block["protocol"], method, fusion, seed, params_dir, pipeline, layout)
+            for method, fusion in runs
             for seed in block["seeds"]
         ]
         names = {c.name for c in block_cells}

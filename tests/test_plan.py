@@ -475,3 +475,62 @@ def test_a_checkout_copied_with_its_snakemake_folder_has_nothing_to_do(project_c
     shutil.copytree(project_copy, copy, symlinks=True)
     out = snakemake(copy, "-n", "--cores", "1", target)
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout
+
+
+# ---- a method's facts in one place ---------------------------------------------------------------------------
+
+
+def test_a_methods_params_file_sets_exactly_what_its_spec_declares():
+    """The registry declares each method's parameters; params/methods/<name>.yaml sets every one and no other."""
+    from bml.methods import METHODS
+
+    for name, spec in METHODS.items():
+        path = PARAMS / "methods" / f"{name}.yaml"
+        assert set(yaml.safe_load(path.read_text()) if path.is_file() else {}) == set(spec.params), name
+    assert not (REPO / "workflow/schemas/methods.schema.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "method, item, message",
+    [
+        ("opm", "method.p_exe=1.5", r"key 'p_exe': 1.5 is greater than the maximum of 1; allowed: number in \[0, 1\]"),
+        (
+            "mmpareto",
+            "method.gamma=0",
+            r"key 'gamma': 0 is less than or equal to the minimum of 0; allowed: number > 0",
+        ),
+        ("relearning", "method.every=2.5", r"key 'every': 2.5 is not of type 'integer'; allowed: integer >= 1"),
+        ("joint", "method.p=7", r"--set method.p: unknown key 'p'; choose one of \[\]"),
+    ],
+)
+def test_a_bad_method_parameter_is_refused_with_its_key_and_range(method, item, message):
+    with pytest.raises(ConfigError, match=message):
+        _cell(method, sets=[item])
+
+
+def test_a_new_method_is_its_spec_and_params_file(monkeypatch, params_copy):
+    """Registered with its parameters and logged quantities, a method is checked, joins `make run-all`'s matrix
+    with every head it can use, and its quantity reaches the figures, without another file to edit."""
+    from bml.methods import METHODS, MethodSpec, Param, logged_quantities
+
+    spec = MethodSpec(
+        "damped",
+        "Damped",
+        "bml.methods.baselines",
+        "Joint",
+        "a test method",
+        fusions="split",
+        params={"beta": Param("number", minimum=0, maximum=2)},
+        logs={"damping": "damping factor"},
+    )
+    monkeypatch.setitem(METHODS, "damped", spec)
+    with pytest.raises(ConfigError, match=r"(?s)damped.yaml .*key '\(top level\)': 'beta' is a required property"):
+        load_plan(params_copy, {"matrix": "all"})
+    (params_copy / "methods" / "damped.yaml").write_text("beta: 2.5  # a test value\n")
+    with pytest.raises(ConfigError, match=r"key 'beta': 2.5 is greater than the maximum of 2; allowed: number in"):
+        load_plan(params_copy, {"matrix": "all"})
+    (params_copy / "methods" / "damped.yaml").write_text("beta: 0.5  # a test value\n")
+    plan = load_plan(params_copy, {"matrix": "all"})
+    assert {c.fusion for c in plan.cells if c.method == "damped"} == {"concat", "sum"}
+    assert plan.find("avdigits", "embedded", "damped", "sum", 5).config["method"] == {"beta": 0.5}
+    assert logged_quantities()["damping"] == "damping factor"
