@@ -51,6 +51,29 @@ EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every f
 NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "workers")}
 
 
+def cell_name(dataset: str, protocol: str, method: str, fusion: str, seed: int) -> str:
+    """A cell's name, as stage names, `bml plan` and `bml train --cell` write it (the names hold no '-')."""
+    return f"{dataset}-{protocol}-{method}-{fusion}-s{seed}"
+
+
+CELL_NAME = re.compile(
+    r"^(?P<dataset>[a-z][a-z0-9_]*)-(?P<protocol>[a-z][a-z0-9_]*)-(?P<method>[a-z][a-z0-9_]*)"
+    r"-(?P<fusion>[a-z][a-z0-9_]*)-s(?P<seed>[0-9]+)$"
+)
+
+
+def parse_cell_name(name: str) -> dict[str, Any]:
+    """{dataset, protocol, method, fusion, seed} of a cell's name; ConfigError when it is not one."""
+    match = CELL_NAME.match(name)
+    if not match:
+        raise ConfigError(f"{name!r} is not a cell name: expected <dataset>-<protocol>-<method>-<fusion>-s<seed>")
+    return match.groupdict() | {"seed": int(match["seed"])}
+
+
+def no_cell(name: str) -> ConfigError:
+    return ConfigError(f"no cell {name!r} in the matrix (params/params.yaml: matrix); `bml plan` lists them")
+
+
 def digest(values: Any) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -71,7 +94,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.protocol}-{self.method}-{self.fusion}-s{self.seed}"
+        return cell_name(self.dataset, self.protocol, self.method, self.fusion, self.seed)
 
     @property
     def hash(self) -> str:
@@ -220,7 +243,7 @@ def resolve_cell(
         schema_problems(params_schema(spec), config["method"]),
     )
     config["hash"] = digest(hashed_config(config))
-    requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
+    requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))
     return Cell(
         dataset.name,
         protocol,
@@ -261,10 +284,10 @@ class Plan:
         for cell in self.cells:
             if cell.name == name:
                 return cell
-        raise ConfigError(f"no cell {name!r} in the matrix (params/params.yaml: matrix); `bml plan` lists them")
+        raise no_cell(name)
 
     def find(self, dataset: str, protocol: str, method: str, fusion: str, seed: int) -> Cell:
-        return self.cell(f"{dataset}-{protocol}-{method}-{fusion}-s{seed}")
+        return self.cell(cell_name(dataset, protocol, method, fusion, seed))
 
     def recipe(self, dataset: str, recipe: str) -> Recipe:
         for r in self.recipes:
@@ -307,19 +330,51 @@ class Plan:
         return out
 
 
-def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Plan:
-    """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
-    params_dir = Path(params_dir)
-    pipeline = load_pipeline(params_dir, overrides)
-    layout = Layout(pipeline["data_root"], pipeline["results_root"], pipeline["report"]["out_dir"])
-    datasets: dict[str, Dataset] = {}
-    cells: list[Cell] = []
+def layout_of(pipeline: dict, results_root: str | None = None) -> Layout:
+    return Layout(pipeline["data_root"], results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
+
+
+def matrix_blocks(pipeline: dict) -> list[dict]:
+    """The blocks of the matrix that runs (params.yaml: matrix)."""
     if pipeline["matrix"] not in pipeline["matrices"]:
         raise ConfigError(
             f"params/params.yaml: key 'matrix': {pipeline['matrix']!r} is not one of the matrices "
             f"{sorted(pipeline['matrices'])}"
         )
-    for i, block in enumerate(pipeline["matrices"][pipeline["matrix"]]):
+    return pipeline["matrices"][pipeline["matrix"]]
+
+
+def block_runs(block: dict, dataset: Dataset) -> list[tuple[str, str]]:
+    """(method, fusion) of a matrix block's runs; `runs: every` is every run bml can make on the dataset."""
+    if block["runs"] == EVERY_RUN:
+        return every_run(list(dataset.modalities))
+    return [(run["method"], run["fusion"]) for run in block["runs"]]
+
+
+def load_cell(name: str, params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Cell:
+    """One cell of the matrix by name, resolved alone (`bml train --cell`): the same Cell as the plan's,
+    without resolving the others (the plan, which Snakemake and DVC load first, checks the whole matrix)."""
+    params_dir = Path(params_dir)
+    want = parse_cell_name(name)
+    pipeline = load_pipeline(params_dir, overrides)
+    for block in matrix_blocks(pipeline):
+        if (block["dataset"], block["protocol"]) != (want["dataset"], want["protocol"]):
+            continue
+        dataset = load_dataset(block["dataset"], params_dir, pipeline)
+        if want["seed"] in block["seeds"] and (want["method"], want["fusion"]) in block_runs(block, dataset):
+            args = (want["method"], want["fusion"], want["seed"], params_dir, pipeline, layout_of(pipeline))
+            return resolve_cell(dataset, want["protocol"], *args)
+    raise no_cell(name)
+
+
+def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Plan:
+    """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
+    params_dir = Path(params_dir)
+    pipeline = load_pipeline(params_dir, overrides)
+    layout = layout_of(pipeline)
+    datasets: dict[str, Dataset] = {}
+    cells: list[Cell] = []
+    for i, block in enumerate(matrix_blocks(pipeline)):
         name = block["dataset"]
         if name not in datasets:
             datasets[name] = load_dataset(name, params_dir, pipeline)
@@ -330,14 +385,9 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
                 f"set datasets.{name}.root in params/params.yaml or pass --config "
                 f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)"
             )
-        runs = (
-            every_run(list(dataset.modalities))
-            if block["runs"] == EVERY_RUN
-            else [(run["method"], run["fusion"]) for run in block["runs"]]
-        )
         block_cells = [
             resolve_cell(dataset, block["protocol"], method, fusion, seed, params_dir, pipeline, layout)
-            for method, fusion in runs
+            for method, fusion in block_runs(block, dataset)
             for seed in block["seeds"]
         ]
         names = {c.name for c in block_cells}
@@ -347,7 +397,7 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
                 raise ConfigError(
                     f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
                     f"dataset, protocol and seed), which the block lacks; add "
-                    f"{sorted({r.split('-')[2] for r in missing})} with fusion none to its runs"
+                    f"{sorted({parse_cell_name(r)['method'] for r in missing})} with fusion none to its runs"
                 )
         cells += block_cells
     seen: dict[str, int] = {}

@@ -16,7 +16,7 @@ from bml.config import ConfigError
 from bml.datasets import load_dataset
 from bml.dvc_stages import dvc_yaml
 from bml.layout import Layout
-from bml.plan import digest, load_pipeline, load_plan, overrides_of, resolve_cell
+from bml.plan import cell_name, digest, load_cell, load_pipeline, load_plan, overrides_of, parse_cell_name, resolve_cell
 
 
 def test_the_default_plan_has_readable_cells_and_one_layout():
@@ -226,7 +226,7 @@ def _snakemake_jobs(project) -> set[str]:
 
 def _cell_name(metrics_path: str) -> str:
     dataset, protocol, fusion, method, seed = metrics_path.split("/")[1:6]
-    return f"{dataset}-{protocol}-{method}-{fusion}-s{seed.removeprefix('seed')}"
+    return cell_name(dataset, protocol, method, fusion, int(seed.removeprefix("seed")))
 
 
 def _dvc_runs(project) -> set[str]:
@@ -534,3 +534,22 @@ def test_a_new_method_is_its_spec_and_params_file(monkeypatch, params_copy):
     assert {c.fusion for c in plan.cells if c.method == "damped"} == {"concat", "sum"}
     assert plan.find("avdigits", "embedded", "damped", "sum", 5).config["method"] == {"beta": 0.5}
     assert logged_quantities()["damping"] == "damping factor"
+
+
+# ---- one vocabulary ------------------------------------------------------------------------------------------
+
+
+def test_bml_train_cell_resolves_that_cell_alone_and_the_same_as_the_plan(params_copy):
+    plan = load_plan(PARAMS, {"matrix": "all"})
+    for name in ("avdigits-embedded-ogm_ge-sum-s3", "avdigits-embedded-ensemble-none-s0"):
+        alone, planned = load_cell(name, PARAMS, {"matrix": "all"}), plan.cell(name)
+        assert alone == planned and alone.config == planned.config and alone.code == planned.code
+        assert alone.requires == planned.requires and parse_cell_name(name)["seed"] == alone.seed
+    _edit(params_copy / "methods" / "opm.yaml", lambda d: d.__setitem__("p_exe", 1.5))  # another cell's value
+    assert load_cell("avdigits-embedded-joint-concat-s0", params_copy).method == "joint"
+    with pytest.raises(ConfigError, match="p_exe"):
+        load_cell("avdigits-embedded-opm-concat-s0", params_copy)
+    with pytest.raises(ConfigError, match="no cell 'avdigits-embedded-joint-film-s0' in the matrix"):
+        load_cell("avdigits-embedded-joint-film-s0")
+    with pytest.raises(ConfigError, match="not a cell name: expected <dataset>-<protocol>-<method>-<fusion>-s<seed>"):
+        load_cell("avdigits-joint-concat-s0")
