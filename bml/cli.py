@@ -201,6 +201,7 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
     from bml.config import ConfigError
     from bml.data.adapters import list_release
     from bml.datasets import load_dataset
+    from bml.layout import SPLITS
     from bml.plan import load_pipeline
 
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
@@ -222,7 +223,7 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
     kinds = Counter(s.reason.split(":")[0] for s in listing.skipped)
     print(
         f"{args.dataset} at {root}: {len(listing.clips)} usable clips "
-        f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
+        f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}), {len(listing.classes)} classes, "
         f"{len(listing.skipped)} left out"
         + (f" ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})" if kinds else "")
     )

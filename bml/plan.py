@@ -44,7 +44,6 @@ from bml.layout import Layout
 from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
 from bml.stage_code import file_hashes, stage_code
 
-SPLITS = ("train", "val", "test")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every fusion head it works with
 # settings that change where or how fast a run goes, never its numbers: left out of its hash
@@ -306,6 +305,7 @@ class Plan:
     def report_values(self) -> dict:
         return {
             "report": self.pipeline["report"],
+            "titles": {name: d.title for name, d in self.datasets.items()},
             "cells": sorted(c.name for c in self.cells),
             "published": read_yaml(self.params_dir / "published.yaml"),
         }

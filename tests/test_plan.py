@@ -553,3 +553,14 @@ def test_bml_train_cell_resolves_that_cell_alone_and_the_same_as_the_plan(params
         load_cell("avdigits-embedded-joint-film-s0")
     with pytest.raises(ConfigError, match="not a cell name: expected <dataset>-<protocol>-<method>-<fusion>-s<seed>"):
         load_cell("avdigits-joint-concat-s0")
+
+
+def test_one_name_for_each_split_and_each_dataset_title():
+    from bml.data import avdigits, manifest
+    from bml.datasets import dataset_titles
+    from bml.layout import SPLITS
+    from bml.tables import DATASET_NAMES
+
+    assert manifest.SPLITS is SPLITS and avdigits.SPLITS is SPLITS
+    assert DATASET_NAMES == dataset_titles() and DATASET_NAMES["kinetics_sounds"] == "Kinetics-Sounds"
+    assert load_plan().report_values()["titles"] == {"avdigits": "avdigits"}  # a new title reruns the report

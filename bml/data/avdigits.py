@@ -35,9 +35,9 @@ from scipy.signal import resample_poly
 
 from bml.data import speech
 from bml.data.ffmpeg import ffmpeg_exe
+from bml.layout import SPLITS
 
 MANIFEST_FIELDS = ["clip_id", "path", "label", "split", "digit_shown", "digit_spoken", "duration"]
-SPLITS = ("train", "val", "test")
 NO_SPEECH = -1
 
 

@@ -5,6 +5,7 @@ import os
 import shlex
 import shutil
 
+from bml.layout import SPLITS
 from bml.plan import digest, load_plan, overrides_of
 from bml.stage_code import stage_code
 
@@ -32,7 +33,7 @@ def code(kind):
 
 
 def packed_splits():
-    return [LAYOUT.packed(r.dataset, r.name, f"{split}.npy") for r in PLAN.recipes for split in ("train", "val", "test")]
+    return [LAYOUT.packed(r.dataset, r.name, f"{split}.npy") for r in PLAN.recipes for split in SPLITS]
 
 
 def recipe_of(wildcards):
