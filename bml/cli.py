@@ -139,21 +139,21 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
 
 def resolve_train_cell(args: argparse.Namespace):
-    """The cell `bml train` runs: by name from the matrix, or from --dataset/--protocol/... with --set."""
+    """The cell `bml train` runs: by name from the matrix (that cell alone), or from --dataset/--protocol/...
+    with --set."""
     from bml.config import ConfigError
     from bml.datasets import load_dataset
-    from bml.layout import Layout
-    from bml.plan import load_pipeline, resolve_cell
+    from bml.plan import layout_of, load_cell, load_pipeline, resolve_cell
 
+    overrides = json.loads(args.overrides) if args.overrides else None
     if args.cell:
         if args.set:
             raise ConfigError(
                 "--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
                 "--seed, not with --cell (a matrix cell is what params/ says)"
             )
-        return _plan(args).cell(args.cell)
-    pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
-    layout = Layout(pipeline["data_root"], args.results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
+        return load_cell(args.cell, args.params_dir, overrides)
+    pipeline = load_pipeline(Path(args.params_dir), overrides)
     dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
     return resolve_cell(
         dataset,
@@ -163,7 +163,7 @@ def resolve_train_cell(args: argparse.Namespace):
         args.seed,
         Path(args.params_dir),
         pipeline,
-        layout,
+        layout_of(pipeline, args.results_root),
         tuple(args.set or ()),
     )
 

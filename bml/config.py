@@ -101,7 +101,20 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"key '{key}': {error.instance!r} is not allowed; choose one of {schema['enum']}"
     if error.validator == "additionalProperties":
         return f"key '{key}': {error.message}; allowed keys are {sorted(schema.get('properties', {}))}"
+    if error.validator in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"key '{key}': {error.message}; allowed: {_allowed(schema)}"
     return f"key '{key}': {error.message}"
+
+
+def _allowed(schema: dict) -> str:
+    """A schema's type and bounds in words: `number in [0, 1]`, `integer >= 1`."""
+    bounds = [f"{op} {schema[k]}" for k, op in _BOUNDS.items() if k in schema]
+    if len(bounds) == 2 and "minimum" in schema and "maximum" in schema:
+        bounds = [f"in [{schema['minimum']}, {schema['maximum']}]"]
+    return " ".join([str(schema.get("type", "value")), *bounds])
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
 def schema_problems(schema: dict | str, data: Any) -> list[str]:

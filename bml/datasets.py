@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bml.catalog import MODALITY_KINDS
-from bml.config import SCHEMAS_DIR, ConfigError, check, merge, read_yaml, refuse, schema_problems
+from bml.config import PARAMS_DIR, SCHEMAS_DIR, ConfigError, check, merge, read_yaml, refuse, schema_problems
 from bml.kinds import KINDS
 
 
@@ -17,9 +17,15 @@ def names_in(params_dir: Path, folder: str) -> list[str]:
     return sorted(p.stem for p in (params_dir / folder).glob("*.yaml"))
 
 
+def dataset_titles(params_dir: Path = PARAMS_DIR) -> dict[str, str]:
+    """{dataset: how tables and figures name it}, from each params/datasets/<name>.yaml's `title`."""
+    return {n: read_yaml(params_dir / "datasets" / f"{n}.yaml")["title"] for n in names_in(params_dir, "datasets")}
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
+    title: str  # how tables and figures name it
     description: str
     source: dict  # the `source:` section with params.yaml's datasets.<name> merged in
     modalities: dict[str, str]  # modality name -> kind, in the dataset's order
@@ -82,6 +88,7 @@ def load_dataset(name: str, params_dir: Path, pipeline: dict) -> Dataset:
     refuse(path, "dataset", problems)
     return Dataset(
         name,
+        spec["title"],
         spec["description"],
         source,
         {m: d["kind"] for m, d in spec["modalities"].items()},

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from bml.config import ConfigError
+from bml.config import PROJECT_ROOT, ConfigError
 from bml.methods import method_spec
-from bml.plan import CODE, Plan
+from bml.plan import Plan
 
 WITNESS_DIR = ".bml/plan"
 PLAN_CODE = [
@@ -29,6 +29,7 @@ PLAN_CODE = [
     "bml/kinds",
     "bml/methods/__init__.py",
     "bml/dvc_stages.py",
+    "bml/stage_code.py",
     "workflow/schemas",
 ]
 HEADER = """\
@@ -47,7 +48,7 @@ def witness(name: str) -> str:
 def write_witnesses(plan: Plan, folder: Path) -> int:
     """One JSON file per stage with the values that decide it; rewritten only when they change."""
     folder.mkdir(parents=True, exist_ok=True)
-    values = plan.witnesses()
+    values = plan.witnesses(Path("."))
     for name, value in values.items():
         path = folder / f"{name}.json"
         text = json.dumps(value, indent=1, sort_keys=True, default=str) + "\n"
@@ -70,13 +71,16 @@ def _params_files(plan: Plan) -> list[str]:
 
 
 def stages(plan: Plan) -> dict:
+    """Every stage; each depends on its code through one witness per kind (.bml/plan/code-<kind>.json, the
+    hashes of the kind's files), which the plan stage rewrites whenever one of those files changes."""
     lay = plan.layout
+    code = plan.code()
     out: dict[str, dict] = {
         "plan": {
             "cmd": f"bml plan --write {WITNESS_DIR} --check-dvc dvc.yaml",
-            "deps": PLAN_CODE,
+            "deps": PLAN_CODE + sorted({f for files in code.values() for f in files} - set(PLAN_CODE)),
             "params": [{f: None} for f in _params_files(plan)],
-            "outs": [{witness(n): {"cache": False}} for n in plan.witnesses()],
+            "outs": [{witness(n): {"cache": False}} for n in plan.witnesses(PROJECT_ROOT)],
         }
     }
     for name, d in plan.datasets.items():
@@ -84,7 +88,7 @@ def stages(plan: Plan) -> dict:
         outs = [f"{base}/manifest.csv", f"{base}/manifest.json", f"{base}/listing_skipped.tsv"]
         out[f"manifest-{name}"] = {
             "cmd": f"bml manifest --dataset {name}",
-            "deps": [witness(f"manifest-{name}")] + CODE["generate" if d.generated else "list"],
+            "deps": [witness(f"manifest-{name}")] + [witness("code-generate" if d.generated else "code-list")],
             "outs": ([lay.raw_dir(name)] if d.generated else []) + outs,
         }
     for r in plan.recipes:
@@ -93,12 +97,12 @@ def stages(plan: Plan) -> dict:
             out[f"extract-{r.key}-{k}"] = {
                 "cmd": f"bml extract --dataset {r.dataset} --recipe {r.name} --shard {k} "
                 f"--workers {plan.pipeline['extract']['workers']}",
-                "deps": [witness(f"features-{r.key}"), lay.manifest(r.dataset)] + CODE["extract"],
+                "deps": [witness(f"features-{r.key}"), lay.manifest(r.dataset), witness("code-extract")],
                 "outs": [shard, shard.removesuffix(".npy") + ".tsv"],
             }
         out[f"pack-{r.key}"] = {
             "cmd": f"bml pack --dataset {r.dataset} --recipe {r.name}",
-            "deps": [lay.shard(r.dataset, r.name, k) for k in range(r.n_shards)] + CODE["pack"],
+            "deps": [lay.shard(r.dataset, r.name, k) for k in range(r.n_shards)] + [witness("code-pack")],
             "outs": [lay.packed_dir(r.dataset, r.name)],
             "metrics": [lay.summary(r.dataset, r.name)],  # cached (data/ is not in git): `dvc pull` restores it
         }
@@ -107,7 +111,7 @@ def stages(plan: Plan) -> dict:
         run = c.run_dir
         stage = {
             "cmd": f"bml train --cell {c.name} --threads 1",  # as the Snakemake rule: CPU numbers depend on it
-            "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), *c.code]
+            "deps": [witness(f"cell-{c.name}"), lay.packed_dir(c.dataset, c.recipe), witness(f"code-{c.code_kind}")]
             + [by_name[r].metrics for r in c.requires],
         }
         if method_spec(c.method).trains:  # checkpoints survive a rerun, so a killed `dvc repro` resumes
@@ -119,7 +123,7 @@ def stages(plan: Plan) -> dict:
     rep = lay.report_dir
     out["report"] = {
         "cmd": "bml report",
-        "deps": [witness("report")] + [c.metrics for c in plan.cells] + CODE["report"],
+        "deps": [witness("report")] + [c.metrics for c in plan.cells] + [witness("code-report")],
         "outs": [f"{rep}/tables", f"{rep}/figures", f"{rep}/index.html"],
         "metrics": [{f"{rep}/summary.json": {"cache": False}}],
     }

@@ -31,19 +31,14 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bml.methods import UNIMODAL_SUFFIX  # noqa: E402
+from bml.methods import UNIMODAL_SUFFIX, logged_quantities  # noqa: E402
 from bml.plotting import draw_curve, draw_grouped_bars, empty_note, lighter, marker_shifts, save  # noqa: E402
 from bml.results import Run, cell_label  # noqa: E402
 from bml.tables import method_order, modalities_of  # noqa: E402
 
 # The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each
-# modality's branch (bml/methods/: ogm.py, opm.py, mmpareto.py, relearning.py), and what each quantity is.
-MODULATION_QUANTITIES = {
-    "coef": "modulation coefficient",
-    "drop_prob": "drop probability",
-    "conflict": "conflict share",
-    "relearn_weight": "re-learning weight",
-}
+# modality's branch, and what each quantity is: each method's spec declares its own (bml/methods/__init__.py).
+MODULATION_QUANTITIES = logged_quantities()
 FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had
 PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 CLEAN_COLOR = "0.35"

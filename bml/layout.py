@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SPLITS = ("train", "val", "test")  # every dataset's splits, in this order: manifests, packed files, metrics
+
 
 @dataclass(frozen=True)
 class Layout:

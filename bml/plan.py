@@ -29,7 +29,6 @@ from typing import Any
 from bml.catalog import ENCODERS
 from bml.config import (
     PARAMS_DIR,
-    PROJECT_ROOT,
     SCHEMAS_DIR,
     ConfigError,
     apply_set,
@@ -43,54 +42,36 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
-from bml.methods import allowed_fusions, method_spec, required_runs
+from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
+from bml.stage_code import file_hashes, stage_code
 
-SPLITS = ("train", "val", "test")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every fusion head it works with
 # settings that change where or how fast a run goes, never its numbers: left out of its hash
 NOT_HASHED = {"train": ("num_workers", "probe_every"), "source": ("root", "workers")}
-# the code each kind of stage runs (globs relative to the project root): a change reruns the stage, under
-# either engine; `code_files` expands them to files (a folder's mtime says nothing of its files' edits)
-CODE_GLOBS = {
-    "generate": ["bml/data/avdigits.py", "bml/data/speech.py", "bml/data/manifest.py", "bml/data/sources.py"],
-    "list": ["bml/data/adapters/*.py", "bml/data/manifest.py", "bml/data/sources.py"],
-    "extract": [
-        "bml/data/ffmpeg.py",
-        "bml/data/decode.py",
-        "bml/data/extract.py",
-        "bml/data/audio.py",
-        "bml/data/flow.py",
-        "bml/kinds/*.py",
-    ],
-    "pack": ["bml/data/pack.py", "bml/kinds/*.py"],
-    "train": [
-        "bml/train.py",
-        "bml/checkpoint.py",
-        "bml/optim.py",
-        "bml/evaluate.py",
-        "bml/results.py",
-        "bml/data/loader.py",
-        "bml/kinds/*.py",
-        "bml/models/*.py",
-        "bml/methods/base.py",
-    ],
-    "report": [
-        "bml/report.py",
-        "bml/tables.py",
-        "bml/table_format.py",
-        "bml/figures.py",
-        "bml/plotting.py",
-        "bml/stats.py",
-        "bml/results.py",
-    ],
-}
 
 
-def code_files(kind: str) -> list[str]:
-    return sorted({str(p.relative_to(PROJECT_ROOT)) for g in CODE_GLOBS[kind] for p in PROJECT_ROOT.glob(g)})
+def cell_name(dataset: str, protocol: str, method: str, fusion: str, seed: int) -> str:
+    """A cell's name, as stage names, `bml plan` and `bml train --cell` write it (the names hold no '-')."""
+    return f"{dataset}-{protocol}-{method}-{fusion}-s{seed}"
 
 
-CODE = {kind: code_files(kind) for kind in CODE_GLOBS}
+CELL_NAME = re.compile(
+    r"^(?P<dataset>[a-z][a-z0-9_]*)-(?P<protocol>[a-z][a-z0-9_]*)-(?P<method>[a-z][a-z0-9_]*)"
+    r"-(?P<fusion>[a-z][a-z0-9_]*)-s(?P<seed>[0-9]+)$"
+)
+
+
+def parse_cell_name(name: str) -> dict[str, Any]:
+    """{dataset, protocol, method, fusion, seed} of a cell's name; ConfigError when it is not one."""
+    match = CELL_NAME.match(name)
+    if not match:
+        raise ConfigError(f"{name!r} is not a cell name: expected <dataset>-<protocol>-<method>-<fusion>-s<seed>")
+    return match.groupdict() | {"seed": int(match["seed"])}
+
+
+def no_cell(name: str) -> ConfigError:
+    return ConfigError(f"no cell {name!r} in the matrix (params/params.yaml: matrix); `bml plan` lists them")
 
 
 def digest(values: Any) -> str:
@@ -109,11 +90,11 @@ class Cell:
     recipe: str
     config: dict = field(compare=False, repr=False)  # resolved: run, data, train, method, eval, paths, tracking
     requires: tuple[str, ...] = ()  # names of the cells whose outputs it reads
-    code: tuple[str, ...] = ()  # the files whose change reruns it
+    code: tuple[str, ...] = ()  # the files whose change reruns it (bml/stage_code.py)
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.protocol}-{self.method}-{self.fusion}-s{self.seed}"
+        return cell_name(self.dataset, self.protocol, self.method, self.fusion, self.seed)
 
     @property
     def hash(self) -> str:
@@ -126,6 +107,11 @@ class Cell:
     @property
     def metrics(self) -> str:  # written last by `bml train`: the cell's output for both engines
         return f"{self.run_dir}/metrics.json"
+
+    @property
+    def code_kind(self) -> str:
+        """Its code's name: training's, with its method's module (cells of one module share it)."""
+        return f"train-{method_spec(self.method).module.rpartition('.')[2]}"
 
 
 def hashed_config(config: dict) -> dict:
@@ -251,16 +237,13 @@ def resolve_cell(
     for item in sets:
         apply_set(config, item)
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
-    schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
-    if method in schema["properties"]:
-        refuse(
-            f"{mpath} (with the protocol's and any --set overrides)",
-            f"parameters of method {method!r}",
-            schema_problems(schema["properties"][method] | {"$defs": schema["$defs"]}, config["method"]),
-        )
+    refuse(
+        f"{mpath} (with the protocol's and any --set overrides)",
+        f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
+        schema_problems(params_schema(spec), config["method"]),
+    )
     config["hash"] = digest(hashed_config(config))
-    code = CODE["train"] + [spec.module.replace(".", "/") + ".py"]
-    requires = tuple(f"{dataset.name}-{protocol}-{m}-{f}-s{seed}" for m, f in required_runs(spec, modalities))
+    requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))
     return Cell(
         dataset.name,
         protocol,
@@ -270,7 +253,7 @@ def resolve_cell(
         on_dataset["recipe"],
         config,
         requires,
-        tuple(dict.fromkeys(code)),
+        stage_code("train", spec.module),
     )
 
 
@@ -301,10 +284,10 @@ class Plan:
         for cell in self.cells:
             if cell.name == name:
                 return cell
-        raise ConfigError(f"no cell {name!r} in the matrix (params/params.yaml: matrix); `bml plan` lists them")
+        raise no_cell(name)
 
     def find(self, dataset: str, protocol: str, method: str, fusion: str, seed: int) -> Cell:
-        return self.cell(f"{dataset}-{protocol}-{method}-{fusion}-s{seed}")
+        return self.cell(cell_name(dataset, protocol, method, fusion, seed))
 
     def recipe(self, dataset: str, recipe: str) -> Recipe:
         for r in self.recipes:
@@ -323,32 +306,76 @@ class Plan:
     def report_values(self) -> dict:
         return {
             "report": self.pipeline["report"],
+            "titles": {name: d.title for name, d in self.datasets.items()},
             "cells": sorted(c.name for c in self.cells),
             "published": read_yaml(self.params_dir / "published.yaml"),
         }
 
-    def witnesses(self) -> dict[str, dict]:
-        """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare."""
+    def code(self) -> dict[str, tuple[str, ...]]:
+        """{code kind: its files}, one per kind of stage the plan runs (training: one per method module)."""
+        kinds = {"generate" if d.generated else "list": () for d in self.datasets.values()}
+        kinds |= {"extract": (), "pack": ()} if self.recipes else {}
+        out = {kind: stage_code(kind) for kind in kinds}
+        out |= {c.code_kind: c.code for c in self.cells}
+        out["report"] = stage_code("report")
+        return out
+
+    def witnesses(self, root: Path = Path(".")) -> dict[str, dict]:
+        """{stage name: the values that decide it}: what `bml plan --write` leaves for DVC to compare. A code
+        witness (`code-<kind>`) holds the hashes of that kind's files under `root`, the project DVC runs in."""
         out = {f"manifest-{d}": self.dataset_values(d) for d in self.datasets}
         out |= {f"features-{r.key}": r.values for r in self.recipes}
         out |= {f"cell-{c.name}": hashed_config(c.config) for c in self.cells}
         out["report"] = self.report_values()
+        out |= {f"code-{kind}": file_hashes(files, root) for kind, files in self.code().items()}
         return out
+
+
+def layout_of(pipeline: dict, results_root: str | None = None) -> Layout:
+    return Layout(pipeline["data_root"], results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
+
+
+def matrix_blocks(pipeline: dict) -> list[dict]:
+    """The blocks of the matrix that runs (params.yaml: matrix)."""
+    if pipeline["matrix"] not in pipeline["matrices"]:
+        raise ConfigError(
+            f"params/params.yaml: key 'matrix': {pipeline['matrix']!r} is not one of the matrices "
+            f"{sorted(pipeline['matrices'])}"
+        )
+    return pipeline["matrices"][pipeline["matrix"]]
+
+
+def block_runs(block: dict, dataset: Dataset) -> list[tuple[str, str]]:
+    """(method, fusion) of a matrix block's runs; `runs: every` is every run bml can make on the dataset."""
+    if block["runs"] == EVERY_RUN:
+        return every_run(list(dataset.modalities))
+    return [(run["method"], run["fusion"]) for run in block["runs"]]
+
+
+def load_cell(name: str, params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Cell:
+    """One cell of the matrix by name, resolved alone (`bml train --cell`): the same Cell as the plan's,
+    without resolving the others (the plan, which Snakemake and DVC load first, checks the whole matrix)."""
+    params_dir = Path(params_dir)
+    want = parse_cell_name(name)
+    pipeline = load_pipeline(params_dir, overrides)
+    for block in matrix_blocks(pipeline):
+        if (block["dataset"], block["protocol"]) != (want["dataset"], want["protocol"]):
+            continue
+        dataset = load_dataset(block["dataset"], params_dir, pipeline)
+        if want["seed"] in block["seeds"] and (want["method"], want["fusion"]) in block_runs(block, dataset):
+            args = (want["method"], want["fusion"], want["seed"], params_dir, pipeline, layout_of(pipeline))
+            return resolve_cell(dataset, want["protocol"], *args)
+    raise no_cell(name)
 
 
 def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Plan:
     """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
     params_dir = Path(params_dir)
     pipeline = load_pipeline(params_dir, overrides)
-    layout = Layout(pipeline["data_root"], pipeline["results_root"], pipeline["report"]["out_dir"])
+    layout = layout_of(pipeline)
     datasets: dict[str, Dataset] = {}
     cells: list[Cell] = []
-    if pipeline["matrix"] not in pipeline["matrices"]:
-        raise ConfigError(
-            f"params/params.yaml: key 'matrix': {pipeline['matrix']!r} is not one of the matrices "
-            f"{sorted(pipeline['matrices'])}"
-        )
-    for i, block in enumerate(pipeline["matrices"][pipeline["matrix"]]):
+    for i, block in enumerate(matrix_blocks(pipeline)):
         name = block["dataset"]
         if name not in datasets:
             datasets[name] = load_dataset(name, params_dir, pipeline)
@@ -360,8 +387,8 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
                 f"datasets='{{{name}: {{root: /path/to/it}}}}' (`bml datasets` says what it expects)"
             )
         block_cells = [
-            resolve_cell(dataset, block["protocol"], run["method"], run["fusion"], seed, params_dir, pipeline, layout)
-            for run in block["runs"]
+            resolve_cell(dataset, block["protocol"], method, fusion, seed, params_dir, pipeline, layout)
+            for method, fusion in block_runs(block, dataset)
             for seed in block["seeds"]
         ]
         names = {c.name for c in block_cells}
@@ -371,7 +398,7 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
                 raise ConfigError(
                     f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
                     f"dataset, protocol and seed), which the block lacks; add "
-                    f"{sorted({r.split('-')[2] for r in missing})} with fusion none to its runs"
+                    f"{sorted({parse_cell_name(r)['method'] for r in missing})} with fusion none to its runs"
                 )
         cells += block_cells
     seen: dict[str, int] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bml.datasets import dataset_titles
 from bml.methods import UNIMODAL_SUFFIX, method_spec
 from bml.results import Run, by_seed, cell_label, method_name
 from bml.stats import TEST_NAMES, compare_to_baseline, summarize
@@ -27,15 +28,7 @@ from bml.table_format import Table
 # Metric and history-column prefixes that are followed by a modality's name (bml/evaluate.py, bml/train.py).
 # Longest first, so that acc_zero_audio is read as the modality "audio", not "zero_audio".
 MODALITY_PREFIXES = ("acc_zero_", "acc_noise_", "probe_", "shapley_", "val_probe_", "val_acc_")
-DATASET_NAMES = {
-    "avdigits": "avdigits",
-    "cremad": "CREMA-D",
-    "ks": "Kinetics-Sounds",
-    "kinetics_sounds": "Kinetics-Sounds",
-    "ucf101": "UCF-101",
-    "vggsound": "VGGSound",
-    "ave": "AVE",
-}
+DATASET_NAMES = dataset_titles()  # params/datasets/<name>.yaml: title
 MISSING = "—"
 
 

@@ -16,7 +16,7 @@ from bml.config import ConfigError
 from bml.datasets import load_dataset
 from bml.dvc_stages import dvc_yaml
 from bml.layout import Layout
-from bml.plan import digest, load_pipeline, load_plan, overrides_of, resolve_cell
+from bml.plan import cell_name, digest, load_cell, load_pipeline, load_plan, overrides_of, parse_cell_name, resolve_cell
 
 
 def test_the_default_plan_has_readable_cells_and_one_layout():
@@ -226,7 +226,7 @@ def _snakemake_jobs(project) -> set[str]:
 
 def _cell_name(metrics_path: str) -> str:
     dataset, protocol, fusion, method, seed = metrics_path.split("/")[1:6]
-    return f"{dataset}-{protocol}-{method}-{fusion}-s{seed.removeprefix('seed')}"
+    return cell_name(dataset, protocol, method, fusion, int(seed.removeprefix("seed")))
 
 
 def _dvc_runs(project) -> set[str]:
@@ -340,3 +340,227 @@ def test_an_override_reaches_the_job_it_changes(project_copy):
         )
     )
     assert expected in out
+
+
+# ---- the code a stage runs, derived --------------------------------------------------------------------------
+
+
+def test_a_stages_code_is_every_bml_module_its_command_imports():
+    """The import closure holds what a real import of the entry modules loads (less the plan's own modules,
+    whose results are hashed values): bml/data/decode.py, which picks the evaluation frames, is training's."""
+    from bml.stage_code import PLAN_MODULES, module_file, stage_code
+
+    code = "import sys, bml.train, bml.methods.ogm; print(' '.join(m for m in sys.modules if m.startswith('bml.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    files = stage_code("train", "bml.methods.ogm")
+    assert {module_file(m) for m in loaded if m not in PLAN_MODULES} <= set(files)
+    assert "bml/data/decode.py" in files and "bml/methods/ogm.py" in files
+    assert "bml/methods/opm.py" not in files and "bml/plan.py" not in files
+    assert load_plan().find("avdigits", "embedded", "joint", "concat", 0).code == stage_code(
+        "train", "bml.methods.baselines"
+    )
+
+
+def test_dvc_yaml_names_each_kind_of_code_once():
+    """Training stages depend on one code witness each, not on their files; the plan stage on every file."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    train = stages["train-avdigits-embedded-ogm_ge-concat-s0"]
+    assert ".bml/plan/code-train-ogm.json" in train["deps"]
+    assert not [d for d in train["deps"] if d.endswith(".py")]
+    assert {"bml/data/decode.py", "bml/train.py", "bml/methods/ogm.py"} <= set(stages["plan"]["deps"])
+    assert "dvc.yaml linguist-generated=true" in (REPO / ".gitattributes").read_text().splitlines()
+
+
+def _pretend_built(project):
+    """Stand-ins for every output of both engines, recorded as up to date by each (`snakemake --touch`, `dvc
+    commit`): staleness reads no contents, and building the matrix for real takes minutes."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    plan = load_plan(project / "params")
+    lay = plan.layout
+    outs = [
+        next(iter(o)) if isinstance(o, dict) else o
+        for s in stages.values()
+        for k in ("outs", "metrics", "plots")
+        for o in s.get(k, [])
+    ]
+    outs += [
+        lay.packed(r.dataset, r.name, n)
+        for r in plan.recipes
+        for n in ("skipped.tsv", *[f"{s}.{e}" for s in ("train", "val", "test") for e in ("npy", "json")])
+    ]
+    for out in outs:
+        if out.startswith(".bml/"):
+            continue
+        path = project / out
+        if not path.suffix:  # a folder output
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / "stand-in"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("stand-in\n")
+    snakemake(project, "--touch", "--cores", "1")  # first: it leaves a .snakemake_timestamp in folder outputs
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["bml", "plan", "--write", ".bml/plan"],
+        ["dvc", "commit", "-f", "-q"],
+    ):
+        run(cmd, cwd=project)
+    snakemake(project, "--touch", "--cores", "1")  # again: DVC's commit may relink the outputs
+
+
+def _snakemake_stale(project, edited: str = "") -> set[str]:
+    """The jobs a dry run reruns that list `edited` among their inputs (a job downstream of a rerun one names
+    only the upstream outputs as its reason), and with no edit, every job it reruns."""
+    stale = set()
+    for block in snakemake(project, "-n", "--cores", "1").stdout.split("\nrule ")[1:]:
+        rule = block.split(":")[0].strip()
+        inputs = block.split("input: ")[1].split("\n")[0].split(", ")
+        if rule != "all" and (not edited or edited in inputs):
+            stale.add("train-" + _cell_name(block.split("output: ")[1].split("\n")[0]) if rule == "train" else rule)
+    return stale
+
+
+def _dvc_stale(project) -> set[str]:
+    """The stages `dvc status` calls changed once the plan stage has rewritten the witnesses."""
+    run(["dvc", "repro", "-s", "plan"], cwd=project)
+    out = run(["dvc", "status", "--json"], cwd=project).stdout
+    return set(json.loads(out)) - {"plan"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module, stale",
+    [
+        (
+            "bml/data/decode.py",
+            {"extract", "train-avdigits-embedded-joint-concat-s0", "train-avdigits-embedded-ogm_ge-concat-s0"},
+        ),
+        ("bml/methods/ogm.py", {"train-avdigits-embedded-ogm_ge-concat-s0"}),
+        ("bml/plotting.py", {"report"}),
+    ],
+)
+def test_editing_a_module_a_stage_imports_makes_that_stage_stale_in_both_engines(project_copy, module, stale):
+    tiny_project(project_copy, runs=[{"method": "joint", "fusion": "concat"}, {"method": "ogm_ge", "fusion": "concat"}])
+    run(["bml", "plan", "--dvc-yaml", "dvc.yaml"], cwd=project_copy)
+    _pretend_built(project_copy)
+    assert _snakemake_stale(project_copy) == set() and _dvc_stale(project_copy) == set()
+    path = project_copy / module
+    path.write_text(path.read_text() + "\n# edited\n")
+    assert _snakemake_stale(project_copy, module) == stale
+    assert {"extract" if s.startswith("extract-") else s for s in _dvc_stale(project_copy)} == stale
+
+
+@pytest.mark.slow
+def test_a_checkout_copied_with_its_snakemake_folder_has_nothing_to_do(project_copy, tmp_path):
+    """Code inputs are relative, so the metadata a finished job left in .snakemake matches in the copy."""
+    from release_fixtures.cremad import make_tree
+
+    tree = make_tree(tmp_path / "CREMA-D", n_train=3, n_test=1)
+    tiny_project(
+        project_copy,
+        datasets={"cremad": {"root": str(tree), "val_share": 0.34}},
+        extra_blocks=[
+            {
+                "dataset": "cremad",
+                "protocol": "tpami24_cremad",
+                "seeds": [0],
+                "runs": [{"method": "joint", "fusion": "concat"}],
+            }
+        ],
+    )
+    target = "data/cremad/manifest.csv"
+    snakemake(project_copy, "--cores", "1", target)
+    assert any((project_copy / ".snakemake" / "metadata").iterdir())
+    copy = tmp_path / "copied"
+    shutil.copytree(project_copy, copy, symlinks=True)
+    out = snakemake(copy, "-n", "--cores", "1", target)
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout
+
+
+# ---- a method's facts in one place ---------------------------------------------------------------------------
+
+
+def test_a_methods_params_file_sets_exactly_what_its_spec_declares():
+    """The registry declares each method's parameters; params/methods/<name>.yaml sets every one and no other."""
+    from bml.methods import METHODS
+
+    for name, spec in METHODS.items():
+        path = PARAMS / "methods" / f"{name}.yaml"
+        assert set(yaml.safe_load(path.read_text()) if path.is_file() else {}) == set(spec.params), name
+    assert not (REPO / "workflow/schemas/methods.schema.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "method, item, message",
+    [
+        ("opm", "method.p_exe=1.5", r"key 'p_exe': 1.5 is greater than the maximum of 1; allowed: number in \[0, 1\]"),
+        (
+            "mmpareto",
+            "method.gamma=0",
+            r"key 'gamma': 0 is less than or equal to the minimum of 0; allowed: number > 0",
+        ),
+        ("relearning", "method.every=2.5", r"key 'every': 2.5 is not of type 'integer'; allowed: integer >= 1"),
+        ("joint", "method.p=7", r"--set method.p: unknown key 'p'; choose one of \[\]"),
+    ],
+)
+def test_a_bad_method_parameter_is_refused_with_its_key_and_range(method, item, message):
+    with pytest.raises(ConfigError, match=message):
+        _cell(method, sets=[item])
+
+
+def test_a_new_method_is_its_spec_and_params_file(monkeypatch, params_copy):
+    """Registered with its parameters and logged quantities, a method is checked, joins `make run-all`'s matrix
+    with every head it can use, and its quantity reaches the figures, without another file to edit."""
+    from bml.methods import METHODS, MethodSpec, Param, logged_quantities
+
+    spec = MethodSpec(
+        "damped",
+        "Damped",
+        "bml.methods.baselines",
+        "Joint",
+        "a test method",
+        fusions="split",
+        params={"beta": Param("number", minimum=0, maximum=2)},
+        logs={"damping": "damping factor"},
+    )
+    monkeypatch.setitem(METHODS, "damped", spec)
+    with pytest.raises(ConfigError, match=r"(?s)damped.yaml .*key '\(top level\)': 'beta' is a required property"):
+        load_plan(params_copy, {"matrix": "all"})
+    (params_copy / "methods" / "damped.yaml").write_text("beta: 2.5  # a test value\n")
+    with pytest.raises(ConfigError, match=r"key 'beta': 2.5 is greater than the maximum of 2; allowed: number in"):
+        load_plan(params_copy, {"matrix": "all"})
+    (params_copy / "methods" / "damped.yaml").write_text("beta: 0.5  # a test value\n")
+    plan = load_plan(params_copy, {"matrix": "all"})
+    assert {c.fusion for c in plan.cells if c.method == "damped"} == {"concat", "sum"}
+    assert plan.find("avdigits", "embedded", "damped", "sum", 5).config["method"] == {"beta": 0.5}
+    assert logged_quantities()["damping"] == "damping factor"
+
+
+# ---- one vocabulary ------------------------------------------------------------------------------------------
+
+
+def test_bml_train_cell_resolves_that_cell_alone_and_the_same_as_the_plan(params_copy):
+    plan = load_plan(PARAMS, {"matrix": "all"})
+    for name in ("avdigits-embedded-ogm_ge-sum-s3", "avdigits-embedded-ensemble-none-s0"):
+        alone, planned = load_cell(name, PARAMS, {"matrix": "all"}), plan.cell(name)
+        assert alone == planned and alone.config == planned.config and alone.code == planned.code
+        assert alone.requires == planned.requires and parse_cell_name(name)["seed"] == alone.seed
+    _edit(params_copy / "methods" / "opm.yaml", lambda d: d.__setitem__("p_exe", 1.5))  # another cell's value
+    assert load_cell("avdigits-embedded-joint-concat-s0", params_copy).method == "joint"
+    with pytest.raises(ConfigError, match="p_exe"):
+        load_cell("avdigits-embedded-opm-concat-s0", params_copy)
+    with pytest.raises(ConfigError, match="no cell 'avdigits-embedded-joint-film-s0' in the matrix"):
+        load_cell("avdigits-embedded-joint-film-s0")
+    with pytest.raises(ConfigError, match="not a cell name: expected <dataset>-<protocol>-<method>-<fusion>-s<seed>"):
+        load_cell("avdigits-joint-concat-s0")
+
+
+def test_one_name_for_each_split_and_each_dataset_title():
+    from bml.data import avdigits, manifest
+    from bml.datasets import dataset_titles
+    from bml.layout import SPLITS
+    from bml.tables import DATASET_NAMES
+
+    assert manifest.SPLITS is SPLITS and avdigits.SPLITS is SPLITS
+    assert DATASET_NAMES == dataset_titles() and DATASET_NAMES["kinetics_sounds"] == "Kinetics-Sounds"
+    assert load_plan().report_values()["titles"] == {"avdigits": "avdigits"}  # a new title reruns the report

@@ -34,10 +34,10 @@ from scipy.signal import resample_poly
 
 from bml.data import speech
 from bml.data.ffmpeg import ffmpeg_exe, ffmpeg_version
+from bml.layout import SPLITS
 from bml.runtime import FFMPEG_CPU_FLAGS
 
 MANIFEST_FIELDS = ["clip_id", "path", "label", "split", "digit_shown", "digit_spoken", "duration"]
-SPLITS = ("train", "val", "test")
 NO_SPEECH = -1
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bml.config import ConfigError
 from bml.kinds import KINDS
+from bml.layout import SPLITS
 
-SPLITS = ("train", "val", "test")
 MAX_ID = 64  # characters: the packed records' clip_id field holds this many (bml/data/pack.py)
 # A clip id may start with '-' or '_': YouTube ids (Kinetics, VGGSound, AVE) use the base64url alphabet, and 690 of
 # the 17,396 Kinetics-Sounds list names start with one of them (bml/data/lists/kinetics_sounds/). Never with '.'.

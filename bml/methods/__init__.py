@@ -1,6 +1,8 @@
 """The methods bml runs, torch-free: what each is, which fusion heads and how many modalities it works with,
-and which other runs it needs. One file per method under bml/methods/ holds its code (the contract is
-bml/methods/base.py); `load_method` imports it only when a run needs it, so planning never imports torch.
+which other runs it needs, the parameters it takes (types and bounds; params/methods/<name>.yaml holds their
+values and sources) and the quantities it logs. One file per method under bml/methods/ holds its code (the
+contract is bml/methods/base.py); `load_method` imports it only when a run needs it, so planning never imports
+torch. A new method is that file, its params YAML, its entry here and a row in a matrix.
 
 Uni-modal baselines are named `<modality>_only` (audio_only, visual_only, flow_only, ...) for whatever
 modalities a dataset has.
@@ -9,9 +11,42 @@ modalities a dataset has.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from bml.catalog import FUSIONS, NO_FUSION
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a method takes: its JSON-schema type and bounds, or its choices. Epoch numbers are of the
+    method's `reference_epochs`-epoch schedule and scale with the protocol's (bml/methods/base.py: scale_epoch)."""
+
+    type: str  # number, integer, boolean, or "choice" (one of `choices`)
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None  # an exclusive minimum
+    choices: tuple[Any, ...] = ()
+
+    def schema(self) -> dict:
+        if self.choices:
+            return {"const": self.choices[0]} if len(self.choices) == 1 else {"enum": list(self.choices)}
+        bounds = {"minimum": self.minimum, "maximum": self.maximum, "exclusiveMinimum": self.above}
+        return {"type": self.type} | {k: v for k, v in bounds.items() if v is not None}
+
+
+PROBABILITY = Param("number", minimum=0, maximum=1)
+EPOCH = Param("integer", minimum=0)
+REFERENCE_EPOCHS = Param("integer", minimum=1)
+OGM_PARAMS = {
+    "alpha": Param("number", minimum=0),
+    "noise": Param("boolean"),
+    "form": Param("choice", choices=("standard", "shifted")),
+    "modulation_starts": EPOCH,
+    "modulation_ends": EPOCH,
+    "warmup_epochs": EPOCH,
+    "reference_epochs": REFERENCE_EPOCHS,
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +61,14 @@ class MethodSpec:
     trains: bool = True  # False: it evaluates runs trained by others (the ensemble)
     requires: str = ""  # "unimodal": the <modality>_only run of each modality, same dataset, protocol and seed
     modality: str | None = None  # uni-modal baselines: the one modality they see
+    params: dict[str, Param] = field(default_factory=dict, compare=False)  # every key its YAML must set
+    logs: dict[str, str] = field(default_factory=dict, compare=False)  # history prefix (<prefix>_<modality>) -> what
+
+
+def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
+    """One of the OGM family (bml/methods/ogm.py): its parameters, with `params` replacing some."""
+    logs = {"coef": "modulation coefficient"}
+    return MethodSpec(name, title, "bml.methods.ogm", "OGM", paper, "split", 2, params=OGM_PARAMS | params, logs=logs)
 
 
 METHODS = {
@@ -43,22 +86,57 @@ METHODS = {
             requires="unimodal",
         ),
         # OGM as its authors run it, with the Gaussian noise (BML_TPAMI2024 main.py: --modulation OGM_GE)
-        MethodSpec("ogm", "OGM", "bml.methods.ogm", "OGM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
-        MethodSpec(
-            "ogm_ge", "OGM-GE", "bml.methods.ogm", "OGM", "Peng et al., CVPR 2022", fusions="split", n_modalities=2
-        ),
-        MethodSpec(
+        _ogm("ogm", "OGM", "Wei et al., TPAMI 2024"),
+        _ogm("ogm_ge", "OGM-GE", "Peng et al., CVPR 2022"),
+        _ogm(
             "ogm_noise_free",
             "OGM (no noise, ablation)",
-            "bml.methods.ogm",
-            "OGM",
             "Wei et al., TPAMI 2024, without the Gaussian noise (the code's --modulation OGM)",
+            noise=Param("boolean", choices=(False,)),
+        ),
+        MethodSpec(
+            "opm",
+            "OPM",
+            "bml.methods.opm",
+            "OPM",
+            "Wei et al., TPAMI 2024",
             fusions="split",
             n_modalities=2,
+            params={
+                "q_base": PROBABILITY,
+                "lam": Param("number", minimum=0),
+                "p_exe": PROBABILITY,
+                "warmup_epochs": EPOCH,
+                "reference_epochs": REFERENCE_EPOCHS,
+            },
+            logs={"drop_prob": "drop probability"},
         ),
-        MethodSpec("opm", "OPM", "bml.methods.opm", "OPM", "Wei et al., TPAMI 2024", fusions="split", n_modalities=2),
-        MethodSpec("mmpareto", "MMPareto", "bml.methods.mmpareto", "MMPareto", "Wei & Hu, ICML 2024"),
-        MethodSpec("relearning", "Re-learning", "bml.methods.relearning", "Relearning", "Wei, Li & Hu, ECCV 2024"),
+        MethodSpec(
+            "mmpareto",
+            "MMPareto",
+            "bml.methods.mmpareto",
+            "MMPareto",
+            "Wei & Hu, ICML 2024",
+            params={"gamma": Param("number", above=0)},
+            logs={"conflict": "conflict share"},
+        ),
+        MethodSpec(
+            "relearning",
+            "Re-learning",
+            "bml.methods.relearning",
+            "Relearning",
+            "Wei, Li & Hu, ECCV 2024",
+            params={
+                "lam": Param("number", minimum=0),
+                "every": Param("integer", minimum=1),
+                "times": Param("integer", minimum=0),
+                "reference_epochs": REFERENCE_EPOCHS,
+                "kmeans_seed": Param("integer", minimum=0),
+                "kmeans_n_init": Param("integer", minimum=1),
+                "match_heldout_size": Param("boolean"),
+            },
+            logs={"relearn_weight": "re-learning weight"},
+        ),
     )
 }
 UNIMODAL_SUFFIX = "_only"
@@ -100,6 +178,25 @@ def method_title(name: str) -> str:
         return method_spec(name).title
     except ValueError:
         return name
+
+
+def params_schema(spec: MethodSpec) -> dict:
+    """The JSON schema of a method's parameters, from its declarations: every one required, no other key."""
+    properties = {name: p.schema() for name, p in spec.params.items()}
+    return {"type": "object", "additionalProperties": False, "required": list(spec.params), "properties": properties}
+
+
+def logged_quantities() -> dict[str, str]:
+    """{history prefix: what it is} of every quantity a method logs per modality, in registry order."""
+    return {prefix: what for spec in METHODS.values() for prefix, what in spec.logs.items()}
+
+
+def every_run(modalities: list[str]) -> list[tuple[str, str]]:
+    """(method, fusion) of every run bml can make on a dataset of these modalities: each modality's uni-modal
+    baseline, then every registered method with every fusion head it works with."""
+    runs = [(f"{m}{UNIMODAL_SUFFIX}", NO_FUSION) for m in modalities]
+    usable = [s for s in METHODS.values() if s.n_modalities in (None, len(modalities)) and s.modality is None]
+    return runs + [(s.name, f) for s in usable for f in allowed_fusions(s, len(modalities))]
 
 
 def allowed_fusions(spec: MethodSpec, n_modalities: int) -> list[str]:

@@ -5,7 +5,9 @@ import os
 import shlex
 import shutil
 
-from bml.plan import CODE, digest, load_plan, overrides_of
+from bml.layout import SPLITS
+from bml.plan import digest, load_plan, overrides_of
+from bml.stage_code import stage_code
 
 PARAMS = os.path.join(workflow.basedir, "params")
 OVERRIDES = overrides_of(config, PARAMS)
@@ -19,12 +21,19 @@ PLANNED = f"--params-dir {shlex.quote(PARAMS)}" + (
 GPUS_PER_TRAIN_JOB = 1 if shutil.which("nvidia-smi") else 0
 
 
+def here(files):
+    """The project's files, relative to the working directory: a copied checkout, .snakemake included, finds
+    its jobs up to date (absolute paths in the recorded inputs would rerun every one)."""
+    return [os.path.relpath(os.path.join(workflow.basedir, f)) for f in files]
+
+
 def code(kind):
-    return [os.path.join(workflow.basedir, path) for path in CODE[kind]]
+    """A kind of stage's code: its entry modules' import closure (bml/stage_code.py)."""
+    return here(stage_code(kind))
 
 
 def packed_splits():
-    return [LAYOUT.packed(r.dataset, r.name, f"{split}.npy") for r in PLAN.recipes for split in ("train", "val", "test")]
+    return [LAYOUT.packed(r.dataset, r.name, f"{split}.npy") for r in PLAN.recipes for split in SPLITS]
 
 
 def recipe_of(wildcards):

@@ -66,7 +66,7 @@ rule extract:
 
 rule pack:
     output:
-        [LAYOUT.packed("{dataset}", "{recipe}", f"{split}.{ext}") for split in ("train", "val", "test")
+        [LAYOUT.packed("{dataset}", "{recipe}", f"{split}.{ext}") for split in SPLITS
          for ext in ("npy", "json")],
         skipped=LAYOUT.packed("{dataset}", "{recipe}", "skipped.tsv"),
         summary=LAYOUT.summary("{dataset}", "{recipe}"),

@@ -13,7 +13,7 @@ rule report:
                        caption="../report/figures.rst"),
     input:
         [cell.metrics for cell in PLAN.cells],
-        os.path.join(PARAMS, "published.yaml"),
+        here(["params/published.yaml"]),
         code("report"),
     params:
         values=digest(PLAN.report_values()),

@@ -8,9 +8,9 @@ rule train:
     output:
         metrics=LAYOUT.metrics("{dataset}", "{protocol}", "{fusion}", "{method}", "{seed}"),
     input:
-        packed=lambda w: [LAYOUT.packed(w.dataset, cell_of(w).recipe, f"{s}.npy") for s in ("train", "val", "test")],
+        packed=lambda w: [LAYOUT.packed(w.dataset, cell_of(w).recipe, f"{s}.npy") for s in SPLITS],
         required=lambda w: [PLAN.cell(r).metrics for r in cell_of(w).requires],
-        code=lambda w: [os.path.join(workflow.basedir, path) for path in cell_of(w).code],
+        code=lambda w: here(cell_of(w).code),
     wildcard_constraints:
         seed=r"\d+",
         fusion=r"[a-z_]+",
