@@ -1,5 +1,6 @@
 # The two commands of the README. Both set up .venv first (idempotent: only when missing or when
-# pyproject.toml changed), following ../shared/INSTALL.md: uv, and the on-disk wheels where present.
+# pyproject.toml changed): uv makes the venv and installs bml with its test and slurm extras, from the
+# wheel folders below where a machine has them (otherwise from the package index).
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.bml-installed
@@ -8,8 +9,7 @@ FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $
 BOOT_PY := PATH="$(PATH)" python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # A killed run leaves Snakemake's lock behind; with no snakemake of this folder still running, lift it first
-UNLOCK := if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ] && ! pgrep -f "snakemake.*$(CURDIR)" >/dev/null; then \
-	echo "make: lifting the lock a killed run left (snakemake --unlock)"; snakemake --unlock >/dev/null; fi
+UNLOCK := scripts/unlock-dead-run.sh
 
 .PHONY: setup run run-all test bench lint clean
 
