@@ -122,7 +122,7 @@ def resolve_train_cell(args: argparse.Namespace):
     from bml.config import ConfigError
     from bml.datasets import load_dataset
     from bml.layout import Layout
-    from bml.plan import load_pipeline, resolve_cell
+    from bml.plan import load_pipeline, load_plan, resolve_cell
 
     if args.cell:
         if args.set:
@@ -130,7 +130,10 @@ def resolve_train_cell(args: argparse.Namespace):
                 "--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
                 "--seed, not with --cell (a matrix cell is what params/ says)"
             )
-        return _plan(args).cell(args.cell)
+        overrides = json.loads(args.overrides) if args.overrides else {}
+        if args.results_root:  # paths are not part of a cell's values: its hash stays what was planned
+            overrides["results_root"] = args.results_root
+        return load_plan(args.params_dir, overrides or None).cell(args.cell)
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
     layout = Layout(pipeline["data_root"], args.results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
     dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)

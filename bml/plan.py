@@ -248,6 +248,12 @@ def resolve_cell(
     for item in sets:
         apply_set(config, item)
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
+    evaluation = read_yaml(SCHEMAS_DIR / "params.schema.yaml")["properties"]["evaluation"]
+    refuse(
+        "params/params.yaml (evaluation section, with any --set eval overrides)",
+        "evaluation settings",
+        schema_problems(evaluation, config["eval"]),
+    )
     schema = read_yaml(SCHEMAS_DIR / "methods.schema.yaml")
     if method in schema["properties"]:
         refuse(
