@@ -187,7 +187,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
     cells = {str(Path(c.run_dir)) for c in plan.cells}  # the matrix's runs only, not every run on disk
     build_report(
-        plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings, only=cells
+        plan.layout.results_root,
+        plan.layout.report_dir,
+        read_yaml(plan.params_dir / "published.yaml"),
+        settings,
+        only=cells,
     )
 
 

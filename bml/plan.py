@@ -339,11 +339,18 @@ class Plan:
         return out
 
 
+def report_dir(pipeline: dict, params_dir: Path) -> str:
+    """report.out_dir for the matrix params.yaml names, whose report is the committed one; <out_dir>/<matrix>
+    for a matrix chosen by an override (`--config matrix=all`: `make run-all`), so it never rewrites that one."""
+    out, matrix = pipeline["report"]["out_dir"], pipeline["matrix"]
+    return out if matrix == read_yaml(params_dir / "params.yaml")["matrix"] else f"{out}/{matrix}"
+
+
 def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None) -> Plan:
     """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
     params_dir = Path(params_dir)
     pipeline = load_pipeline(params_dir, overrides)
-    layout = Layout(pipeline["data_root"], pipeline["results_root"], pipeline["report"]["out_dir"])
+    layout = Layout(pipeline["data_root"], pipeline["results_root"], report_dir(pipeline, params_dir))
     datasets: dict[str, Dataset] = {}
     cells: list[Cell] = []
     if pipeline["matrix"] not in pipeline["matrices"]:
