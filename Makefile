@@ -38,6 +38,8 @@ bench: setup
 	python benchmarks/extract_throughput.py
 	python benchmarks/run_phases.py
 	python benchmarks/plan_overhead.py
+	python benchmarks/plan_load.py
+	python benchmarks/probe_time.py
 	python benchmarks/method_cost.py --rounds 8 --threads 1
 	python benchmarks/gpu_estimate.py
 

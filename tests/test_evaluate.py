@@ -1,10 +1,10 @@
 """Evaluation's own numbers: the torch linear probe against scikit-learn's LogisticRegression (same C, same
-standardised features), the Shapley shares by hand for two and three modalities, and the probe's speed."""
+standardised features) and the Shapley shares by hand for two and three modalities. The probe's speed is a
+benchmark: benchmarks/probe_time.py."""
 
 from __future__ import annotations
 
 import itertools
-import time
 import warnings
 
 import numpy as np
@@ -172,36 +172,6 @@ def test_classification_metrics_by_hand():
     assert m["acc"] == pytest.approx(50.0)
     # per class F1: class 0 p=1/2 r=1 -> 2/3; class 1 p=1 r=1/2 -> 2/3; class 2 p=0 r=0 -> 0
     assert m["macro_f1"] == pytest.approx(100.0 * (2 / 3 + 2 / 3 + 0) / 3)
-
-
-# ---- speed -------------------------------------------------------------------------------------------
-
-
-def test_probe_time_on_avdigits_sized_features(capsys):
-    # 840 x 128: the train split of the 1,200-clip avdigits (70 %), small_cnn features, 10 classes, 3 Cs
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(N_CLASSES, DIM)) * 0.3
-
-    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.arange(n) % N_CLASSES
-        return centres[y] + rng.normal(size=(n, DIM)), y
-
-    (x, y), (vx, vy), (tx, ty) = draw(840), draw(120), draw(240)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        result = linear_probe(x, y, vx, vy, tx, ty, CS, 100, N_CLASSES)
-        times.append(time.perf_counter() - start)
-    with capsys.disabled():
-        print(
-            f"\nlinear probe, 840 x {DIM}, {N_CLASSES} classes, Cs {CS}: "
-            + ", ".join(f"{t * 1e3:.0f}" for t in times)
-            + " ms"
-        )
-    assert 0.0 <= result["test_acc"] <= 100.0
-    # a regression guard only, far above the 0.1-0.3 s measured on the shared 2-core machine: two threads
-    # there took 1.3-4.3 s (bml/evaluate.py: _one_thread)
-    assert min(times) < 2.0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
