@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # A killed run leaves Snakemake's lock behind; with no snakemake of this folder still running, lift it first
 UNLOCK := scripts/unlock-dead-run.sh
 
-.PHONY: setup run run-all test bench lint clean
+.PHONY: setup run run-all test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ run-all: setup
 test: setup
 	pytest
 
+# Every test but those marked slow (over about 5 s each: real Snakemake, DVC or training end to end).
+test-fast: setup
+	pytest -m "not slow"
+
 bench: setup
 	python benchmarks/extract_throughput.py
 	python benchmarks/run_phases.py
@@ -43,8 +47,11 @@ bench: setup
 	python benchmarks/method_cost.py --rounds 8 --threads 1
 	python benchmarks/gpu_estimate.py
 
+# What CI checks besides the tests (.ci/run): ruff's lints and format, and Snakemake's lints.
 lint: setup
 	ruff check .
+	ruff format --check .
+	.ci/lint-workflow
 
 clean:
 	rm -rf data .snakemake .bml
