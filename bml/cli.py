@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose process ends as soon as they are done, skipping the interpreter's teardown: with torch loaded
-# it takes about 0.45 s (measured on a 200-clip extraction shard of 2.6 s of work), and every file an extraction
+# Commands whose process ends as soon as they are done, skipping the interpreter's teardown, which is long with
+# torch loaded (benchmarks/results/timings.md, "Extraction ends its process at once"); every file an extraction
 # writes is closed and renamed into place before the command returns. Only when run as a program.
 ENDS_AT_ONCE = ("extract",)
 

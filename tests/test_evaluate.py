@@ -114,7 +114,7 @@ def correct_table(modalities: tuple[str, ...], rows: list[dict[tuple[str, ...], 
 
 
 def test_shapley_two_modalities_by_hand():
-    # phi_a = (v_a + v_av - v_v) / 2 with v_S = |S| if right with only S kept (METHODS.md)
+    # phi_a = (v_a + v_av - v_v) / 2 with v_S = |S| if right with only S kept (Wei et al., CVPR 2024)
     rows = [
         {("a", "v"): True},  # only together: phi_a = (0 + 2 - 0) / 2 = 1, phi_v = 1
         {("a",): True, ("a", "v"): True},  # audio carries it: phi_a = (1 + 2 - 0) / 2 = 1.5, phi_v = 0.5
@@ -158,7 +158,7 @@ def test_shapley_shares_add_up_to_the_full_models_value(modalities):
     shares = shapley_shares(table, modalities)
     full = table[frozenset(modalities)]
     assert sum(shares.values()) == pytest.approx(len(modalities) * full.mean())
-    # two modalities: the generic sum is METHODS.md's closed form
+    # two modalities: the generic sum is the closed form (docs/methods.md)
     if len(modalities) == 2:
         a, v = modalities
         va, vv, vav = table[frozenset({a})], table[frozenset({v})], 2 * full
