@@ -1,5 +1,6 @@
 # The two commands of the README. Both set up .venv first (idempotent: only when missing or when
-# pyproject.toml changed), following ../shared/INSTALL.md: uv, and the on-disk wheels where present.
+# pyproject.toml changed): uv makes the venv and installs bml with its test and slurm extras, from the
+# wheel folders below where a machine has them (otherwise from the package index).
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.bml-installed
@@ -8,10 +9,9 @@ FIND_LINKS := $(foreach d,/opt/pypi-more/files /opt/pypi/files,$(if $(wildcard $
 BOOT_PY := PATH="$(PATH)" python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # A killed run leaves Snakemake's lock behind; with no snakemake of this folder still running, lift it first
-UNLOCK := if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ] && ! pgrep -f "snakemake.*$(CURDIR)" >/dev/null; then \
-	echo "make: lifting the lock a killed run left (snakemake --unlock)"; snakemake --unlock >/dev/null; fi
+UNLOCK := scripts/unlock-dead-run.sh
 
-.PHONY: setup run run-all test bench lint clean
+.PHONY: setup run run-all test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -34,15 +34,24 @@ run-all: setup
 test: setup
 	pytest
 
+# Every test but those marked slow (over about 5 s each: real Snakemake, DVC or training end to end).
+test-fast: setup
+	pytest -m "not slow"
+
 bench: setup
 	python benchmarks/extract_throughput.py
 	python benchmarks/run_phases.py
 	python benchmarks/plan_overhead.py
+	python benchmarks/plan_load.py
+	python benchmarks/probe_time.py
 	python benchmarks/method_cost.py --rounds 8 --threads 1
 	python benchmarks/gpu_estimate.py
 
+# What CI checks besides the tests (.ci/run): ruff's lints and format, and Snakemake's lints.
 lint: setup
 	ruff check .
+	ruff format --check .
+	.ci/lint-workflow
 
 clean:
 	rm -rf data .snakemake .bml

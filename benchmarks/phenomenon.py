@@ -5,7 +5,7 @@ seeds) from results/<dataset>/<protocol>/<fusion>/<method>/seed<k>/metrics.json 
 prints, per block (dataset, protocol) and per run, mean ± std over seeds of test accuracy, each modality's
 accuracy (acc_<m>) and each encoder's linear-probe accuracy (probe_<m>), for every modality of the dataset;
 then, per modality m, the paired difference of its probe, joint - <m>_only (with each fusion joint runs with
-in the block): ../shared/AVDIGITS.md's prototype measured 45 vs 61 for the visual probe; then every other
+in the block): the calibration prototype (docs/methods.md) measured 45 vs 61 for the visual probe; then every other
 multimodal method against joint with the same fusion, on accuracy and every probe, each with a paired t-test
 over the seeds both have (bml/stats.py: paired_test; no multiple-comparison correction here: the report's
 tables add Holm's).

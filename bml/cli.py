@@ -152,6 +152,8 @@ def resolve_train_cell(args: argparse.Namespace):
                 "--set changes a cell's values; use it with --dataset/--protocol/--method/--fusion/"
                 "--seed, not with --cell (a matrix cell is what params/ says)"
             )
+        if args.results_root:  # paths are not part of a cell's values: its hash stays what was planned
+            overrides = {**(overrides or {}), "results_root": args.results_root}
         return load_cell(args.cell, args.params_dir, overrides)
     pipeline = load_pipeline(Path(args.params_dir), overrides)
     dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
@@ -163,7 +165,7 @@ def resolve_train_cell(args: argparse.Namespace):
         args.seed,
         Path(args.params_dir),
         pipeline,
-        layout_of(pipeline, args.results_root),
+        layout_of(pipeline, Path(args.params_dir), args.results_root),
         tuple(args.set or ()),
     )
 
@@ -204,7 +206,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
     cells = {str(Path(c.run_dir)) for c in plan.cells}  # the matrix's runs only, not every run on disk
     build_report(
-        plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings, only=cells
+        plan.layout.results_root,
+        plan.layout.report_dir,
+        read_yaml(plan.params_dir / "published.yaml"),
+        settings,
+        only=cells,
     )
     fingerprint.write(plan, plan.layout.report(fingerprint.FILE))
 
@@ -408,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose process ends as soon as they are done, skipping the interpreter's teardown: with torch loaded
-# it takes about 0.45 s (measured on a 200-clip extraction shard of 2.6 s of work), and every file an extraction
+# Commands whose process ends as soon as they are done, skipping the interpreter's teardown, which is long with
+# torch loaded (benchmarks/results/timings.md, "Extraction ends its process at once"); every file an extraction
 # writes is closed and renamed into place before the command returns. Only when run as a program.
 ENDS_AT_ONCE = ("extract",)
 

@@ -2,7 +2,7 @@
 
 - accuracy, macro-F1 and mAP (macro average precision over the classes present) of the fused logits;
 - per-modality accuracy (`acc_<m>`) from the per-modality logits, where the model has them
-  (bml/models/; ../shared/METHODS.md);
+  (bml/models/fusion.py; docs/methods.md, "Uni-modal logits from a fusion head");
 - linear-probe accuracy of each frozen encoder (`probe_<m>`): a multinomial logistic regression on
   train-split features, its C chosen on validation, scored on test. The BML papers' measure of an
   under-optimized modality (e.g. Peng et al., CVPR 2022; Wei et al., TPAMI 2024): a joint model's
@@ -152,8 +152,8 @@ def _fit_softmax(
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """torch on one CPU thread for the block. The probe's matrices are tiny (840 x 128 x 10): a second thread
-    gains nothing, and on a shared machine every L-BFGS step waits for the descheduled one (measured on the
-    2-core dev machine under load: 90 ms for three Cs on one thread, 1.3-4.3 s on two)."""
+    gains nothing, and on a shared machine every L-BFGS step waits for the descheduled one (measured:
+    benchmarks/results/timings.md, "The linear probe on one thread"; benchmarks/probe_time.py)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -176,9 +176,9 @@ def linear_probe(
     """Multinomial logistic regression on standardised frozen features; C chosen by validation accuracy
     (ties: the smaller C), each C warm-started from the last. Val (and test) accuracy in percent.
 
-    Full-batch L-BFGS in float64, on one thread, on features already in memory: 0.1-0.3 s for three Cs on
-    840 x 128 features and 10 classes on the shared 2-core dev machine, as fast as scikit-learn's lbfgs at
-    its default tolerance on one thread, for the same objective (tests/test_evaluate.py compares them).
+    Full-batch L-BFGS in float64, on one thread, on features already in memory: as fast as scikit-learn's
+    lbfgs on one thread (benchmarks/probe_time.py), for the same objective (tests/test_evaluate.py compares
+    their solutions).
     """
     n_classes = n_classes or int(max(train_y.max(), val_y.max()) + 1)
     mean, std = train_x.mean(0), train_x.std(0)

@@ -237,6 +237,12 @@ def resolve_cell(
     for item in sets:
         apply_set(config, item)
     refuse(f"{ppath} (train section, with any --set overrides)", "protocol", _train_problems(config["train"]))
+    evaluation = read_yaml(SCHEMAS_DIR / "params.schema.yaml")["properties"]["evaluation"]
+    refuse(
+        "params/params.yaml (evaluation section, with any --set eval overrides)",
+        "evaluation settings",
+        schema_problems(evaluation, config["eval"]),
+    )
     refuse(
         f"{mpath} (with the protocol's and any --set overrides)",
         f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
@@ -331,8 +337,16 @@ class Plan:
         return out
 
 
-def layout_of(pipeline: dict, results_root: str | None = None) -> Layout:
-    return Layout(pipeline["data_root"], results_root or pipeline["results_root"], pipeline["report"]["out_dir"])
+def report_dir(pipeline: dict, params_dir: Path) -> str:
+    """report.out_dir for the matrix params.yaml names, whose report is the committed one; <out_dir>/<matrix>
+    for a matrix chosen by an override (`--config matrix=all`: `make run-all`), so it never rewrites that one."""
+    out, matrix = pipeline["report"]["out_dir"], pipeline["matrix"]
+    return out if matrix == read_yaml(params_dir / "params.yaml")["matrix"] else f"{out}/{matrix}"
+
+
+def layout_of(pipeline: dict, params_dir: Path, results_root: str | None = None) -> Layout:
+    root = results_root or pipeline["results_root"]
+    return Layout(pipeline["data_root"], root, report_dir(pipeline, params_dir))
 
 
 def matrix_blocks(pipeline: dict) -> list[dict]:
@@ -363,7 +377,7 @@ def load_cell(name: str, params_dir: str | Path = PARAMS_DIR, overrides: dict | 
             continue
         dataset = load_dataset(block["dataset"], params_dir, pipeline)
         if want["seed"] in block["seeds"] and (want["method"], want["fusion"]) in block_runs(block, dataset):
-            args = (want["method"], want["fusion"], want["seed"], params_dir, pipeline, layout_of(pipeline))
+            args = (want["method"], want["fusion"], want["seed"], params_dir, pipeline, layout_of(pipeline, params_dir))
             return resolve_cell(dataset, want["protocol"], *args)
     raise no_cell(name)
 
@@ -372,7 +386,7 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
     """Resolve params/ (with Snakemake's --config overrides) into the plan; ConfigError on anything wrong."""
     params_dir = Path(params_dir)
     pipeline = load_pipeline(params_dir, overrides)
-    layout = layout_of(pipeline)
+    layout = layout_of(pipeline, params_dir)
     datasets: dict[str, Dataset] = {}
     cells: list[Cell] = []
     for i, block in enumerate(matrix_blocks(pipeline)):

@@ -1,8 +1,8 @@
 """Statistics over seeds for the result tables: summaries, paired tests, Holm correction, seed-count warnings.
 
 Each method is trained with several seeds; a table compares each method with a baseline on the seeds both
-have. ../shared/METHODS.md ("## Statistics") asks the tables to name the test, correct for multiple
-comparisons (Holm), give confidence intervals, and warn when the number of seeds cannot reach alpha:
+have. The tables name the test, correct for multiple comparisons (Holm), give confidence intervals, and
+warn when the number of seeds cannot reach alpha (docs/methods.md, "Statistics"):
 with n paired seeds an exact sign-based test can never give a two-sided p below 2 / 2**n, so five seeds
 cannot give p < 0.05 (0.0625), six can (0.03125).
 

@@ -8,7 +8,7 @@
 #
 # start and stop are idempotent and print nothing on success; on failure they say what failed (with the end of
 # the daemon's log) and exit non-zero. The recipe (packages, munge key, the slurm.conf lines that matter) is
-# the one measured in ../shared/SLURM.md (SLURM 22.05.8, Debian 12). State and logs: $BML_SLURM_DIR
+# the one checked with SLURM 22.05.8 on Debian 12. State and logs: $BML_SLURM_DIR
 # (default /var/spool/bml-slurm).
 set -euo pipefail
 
@@ -65,7 +65,7 @@ start_munge() {
     fi
     if [[ ! -s $MUNGE_KEY ]]; then
         mkdir -p /etc/munge
-        # 1,024 random bytes, owner munge, mode 400 (../shared/SLURM.md; munged refuses a readable key).
+        # 1,024 random bytes, owner munge, mode 400 (munged refuses a key that others can read).
         dd if=/dev/urandom of=$MUNGE_KEY bs=1024 count=1 status=none
     fi
     mkdir -p /run/munge /var/lib/munge /var/log/munge

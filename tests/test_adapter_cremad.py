@@ -37,7 +37,7 @@ def reasons(listing) -> dict[str, str]:
 
 def test_shipped_lists_are_the_papers_split():
     train, test = read_list("train"), read_list("test")
-    assert (len(train), len(test)) == (6698, 744)  # DATASETS.md: 6,698 / 744
+    assert (len(train), len(test)) == (6698, 744)  # OGM-GE's lists (bml/data/lists/cremad/README.md)
     assert not set(train) & set(test)
     assert all(stem.split("_")[2] == emotion for stem, emotion in {**train, **test}.items())
     assert set(KNOWN_BROKEN) <= set(train)  # the release's four broken clips are all in the papers' train list

@@ -15,7 +15,7 @@ from bml.data.adapters.cremad import stratified_pick
 from bml.data.adapters.kinetics_sounds import DEFAULTS, K400_STEM, SHORT_NAME
 from bml.data.ffmpeg import probe
 
-N_TEST_LISTED = 2597  # DATASETS.md: 14,799 / 2,597
+N_TEST_LISTED = 2597  # bml/data/lists/kinetics_sounds/README.md: 14,799 / 2,597
 
 
 def read_list(split: str) -> dict[str, int]:
@@ -54,7 +54,7 @@ def test_shipped_lists_are_the_papers_split():
     classes = json.loads((LISTS_DIR / "kinetics_sounds" / "classes.json").read_text())["labels"]
     train, test = read_list("train"), read_list("test")
     assert (len(classes), len(train), len(test)) == (31, 14799, N_TEST_LISTED)
-    assert classes == sorted(classes)  # alphabetical (DATASETS.md)
+    assert classes == sorted(classes)  # alphabetical, as BML_TPAMI2024 code/dataset/KS.json
     assert set(train.values()) == set(test.values()) == set(range(31))
     assert all(K400_STEM.match(name) for name in train) and all(SHORT_NAME.match(name) for name in test)
     assert not {n[:11] for n in train} & {n[:11] for n in test}  # no YouTube video on both sides

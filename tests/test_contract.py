@@ -58,7 +58,7 @@ def finite(metrics: dict[str, float]) -> bool:
 
 
 class AlternatingSteps(Method):
-    """MLA-like (Zhang et al., CVPR 2024; ../shared/METHODS.md): one head shared by every modality; per batch,
+    """MLA-like (Zhang et al., CVPR 2024): one head shared by every modality; per batch,
     each modality in turn: its encoder's forward, CE through the shared head, backward, optimizer step."""
 
     runs: list[AlternatingSteps] = []  # the instances the loop made, for the test to read
@@ -117,8 +117,8 @@ def test_a_method_that_owns_its_step_takes_one_optimizer_step_per_modality(packe
 
 
 class HalfCopiesOneModality(Method):
-    """Chooses its samples, like sample-level modality valuation's re-sampling (Wei et al., CVPR 2024;
-    ../shared/METHODS.md): every training sample once, plus a copy of half of them, drawn by (seed, epoch),
+    """Chooses its samples, like sample-level modality valuation's re-sampling (Wei et al., CVPR 2024):
+    every training sample once, plus a copy of half of them, drawn by (seed, epoch),
     each copy with one modality (drawn too) zeroed."""
 
     runs: list[HalfCopiesOneModality] = []
@@ -187,7 +187,7 @@ def test_a_method_that_chooses_its_samples_gets_exactly_those(packed_avdigits, t
 
 
 def entropy_weighted(logits: dict[str, np.ndarray]) -> np.ndarray:
-    """MLA's test-time fusion (METHODS.md), per sample: e_m the entropy of softmax(z_m);
+    """MLA's test-time fusion (Zhang et al., CVPR 2024), per sample: e_m the entropy of softmax(z_m);
     w_m = exp(max_j e_j - e_m) / sum_j exp(max_j e_j - e_j); fused = sum_m w_m z_m. Numpy, for the check."""
     entropies = []
     for z in logits.values():
@@ -202,7 +202,7 @@ def entropy_weighted(logits: dict[str, np.ndarray]) -> np.ndarray:
 
 class EntropyFusion(Method):
     """Trained jointly; at test time its prediction is the entropy-weighted sum of the per-modality logits
-    (MLA's test-time fusion, Zhang et al., CVPR 2024; METHODS.md), not the fusion head's output."""
+    (MLA's test-time fusion, Zhang et al., CVPR 2024), not the fusion head's output."""
 
     def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
         out = model(inputs)

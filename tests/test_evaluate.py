@@ -1,10 +1,10 @@
 """Evaluation's own numbers: the torch linear probe against scikit-learn's LogisticRegression (same C, same
-standardised features), the Shapley shares by hand for two and three modalities, and the probe's speed."""
+standardised features) and the Shapley shares by hand for two and three modalities. The probe's speed is a
+benchmark: benchmarks/probe_time.py."""
 
 from __future__ import annotations
 
 import itertools
-import time
 import warnings
 
 import numpy as np
@@ -114,7 +114,7 @@ def correct_table(modalities: tuple[str, ...], rows: list[dict[tuple[str, ...], 
 
 
 def test_shapley_two_modalities_by_hand():
-    # phi_a = (v_a + v_av - v_v) / 2 with v_S = |S| if right with only S kept (METHODS.md)
+    # phi_a = (v_a + v_av - v_v) / 2 with v_S = |S| if right with only S kept (Wei et al., CVPR 2024)
     rows = [
         {("a", "v"): True},  # only together: phi_a = (0 + 2 - 0) / 2 = 1, phi_v = 1
         {("a",): True, ("a", "v"): True},  # audio carries it: phi_a = (1 + 2 - 0) / 2 = 1.5, phi_v = 0.5
@@ -158,7 +158,7 @@ def test_shapley_shares_add_up_to_the_full_models_value(modalities):
     shares = shapley_shares(table, modalities)
     full = table[frozenset(modalities)]
     assert sum(shares.values()) == pytest.approx(len(modalities) * full.mean())
-    # two modalities: the generic sum is METHODS.md's closed form
+    # two modalities: the generic sum is the closed form (docs/methods.md)
     if len(modalities) == 2:
         a, v = modalities
         va, vv, vav = table[frozenset({a})], table[frozenset({v})], 2 * full
@@ -172,36 +172,6 @@ def test_classification_metrics_by_hand():
     assert m["acc"] == pytest.approx(50.0)
     # per class F1: class 0 p=1/2 r=1 -> 2/3; class 1 p=1 r=1/2 -> 2/3; class 2 p=0 r=0 -> 0
     assert m["macro_f1"] == pytest.approx(100.0 * (2 / 3 + 2 / 3 + 0) / 3)
-
-
-# ---- speed -------------------------------------------------------------------------------------------
-
-
-def test_probe_time_on_avdigits_sized_features(capsys):
-    # 840 x 128: the train split of the 1,200-clip avdigits (70 %), small_cnn features, 10 classes, 3 Cs
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(N_CLASSES, DIM)) * 0.3
-
-    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.arange(n) % N_CLASSES
-        return centres[y] + rng.normal(size=(n, DIM)), y
-
-    (x, y), (vx, vy), (tx, ty) = draw(840), draw(120), draw(240)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        result = linear_probe(x, y, vx, vy, tx, ty, CS, 100, N_CLASSES)
-        times.append(time.perf_counter() - start)
-    with capsys.disabled():
-        print(
-            f"\nlinear probe, 840 x {DIM}, {N_CLASSES} classes, Cs {CS}: "
-            + ", ".join(f"{t * 1e3:.0f}" for t in times)
-            + " ms"
-        )
-    assert 0.0 <= result["test_acc"] <= 100.0
-    # a regression guard only, far above the 0.1-0.3 s measured on the shared 2-core machine: two threads
-    # there took 1.3-4.3 s (bml/evaluate.py: _one_thread)
-    assert min(times) < 2.0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -68,7 +68,7 @@ def test_small_cnns(out_dim):
     assert visual(torch.randn(B, 3, 3, 64, 64)).shape == (B, out_dim)
     assert flow(torch.randn(B, 3, 2, 64, 64)).shape == (B, out_dim)
     assert audio.out_dim == visual.out_dim == flow.out_dim == out_dim
-    assert n_params(audio) < 0.5e6 and n_params(visual) < 0.5e6  # ../shared/AVDIGITS.md: CPU-sized
+    assert n_params(audio) < 0.5e6 and n_params(visual) < 0.5e6  # CPU-sized (docs/methods.md)
 
 
 def test_encoders_refuse_bad_shapes():
@@ -113,7 +113,7 @@ def test_concat_unimodal_logits_add_up_to_the_fused_logits(dims):
     z, parts = head(f), head.unimodal_logits(f)
     assert list(parts) == list(dims) and all(p.shape == (B, C) for p in parts.values())
     assert torch.allclose(sum(parts.values()), z, atol=1e-6)
-    # each part is its own block of W and an equal share of the bias: z_m = f_m W_m^T + b / M (METHODS.md)
+    # each part is its own block of W and an equal share of the bias: z_m = f_m W_m^T + b / M (docs/methods.md)
     first = next(iter(dims))
     w_first = head.fc.weight[:, : dims[first]]
     assert torch.allclose(parts[first], f[first] @ w_first.T + head.fc.bias / len(dims), atol=1e-6)

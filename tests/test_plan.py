@@ -46,14 +46,11 @@ def test_the_all_matrix_trains_every_method_bml_has():
     assert ran == expected
 
 
-def test_planning_imports_no_torch_and_is_fast():
-    code = (
-        "import sys, time; t = time.perf_counter(); from bml.plan import load_plan; load_plan(); "
-        "print(time.perf_counter() - t); assert 'torch' not in sys.modules, 'torch imported'"
-    )
+def test_planning_imports_no_torch():
+    # how long planning takes is a benchmark: benchmarks/plan_load.py
+    code = "import sys; from bml.plan import load_plan; load_plan(); assert 'torch' not in sys.modules, 'torch'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert float(proc.stdout) < 5.0
 
 
 def test_the_committed_dvc_yaml_is_the_plans():

@@ -149,7 +149,7 @@ def test_the_two_tpami_settings_differ_where_the_authors_say():
 
 
 def test_balancebench_runs_balancebenchs_own_method_settings():
-    # GeWu-Lab/BalanceBenchmark configs/trainer_config.yaml and global_config.yaml (../shared/METHODS.md)
+    # GeWu-Lab/BalanceBenchmark configs/trainer_config.yaml and global_config.yaml
     ogm = cell("balancebench", "kinetics_sounds", "ogm")
     assert ogm["train"]["optimizer"] == {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01}
     assert (ogm["train"]["scheduler"]["step_size"], ogm["train"]["epochs"], ogm["train"]["batch_size"]) == (10, 30, 32)
@@ -278,7 +278,7 @@ def test_published_sources_name_a_protocol_covering_their_datasets_and_bml_metho
             assert method in METHODS or method in PUBLISHED_TITLES, (sid, method)
             assert set(per) <= set(protocol["datasets"]), (sid, method, set(per) - set(protocol["datasets"]))
     assert published["balancebench"]["seeds"] == [42] and "test" in published["balancebench"]["selection"]
-    assert published["ogm_ge_cvpr22"]["results"]["ogm_ge"]["cremad"]["acc"] == 61.9  # METHODS.md
+    assert published["ogm_ge_cvpr22"]["results"]["ogm_ge"]["cremad"]["acc"] == 61.9  # Peng et al., CVPR 2022
     assert published["ogm_ge_cvpr22_sum"]["fusion"] == "sum"
 
 

@@ -7,8 +7,8 @@ Each recipe is a named preset in params/audio_presets.yaml, where every constant
   the authors' random range), librosa.stft(n_fft=256, hop_length=128), log(|S| + 1e-7) -> 129 x 626.
 - ks_fbank: Kinetics-Sounds loader of the BML TPAMI 2024 code, after AST (Gong et al., 2021): 16 kHz,
   128-bin Kaldi fbank, 1024 frames, (x - mean) / (2 std) -> 1024 x 128 (time x mel, AST's orientation).
-- avdigits: the project's embedded dataset (../shared/AVDIGITS.md): 16 kHz, 3 s, 64-mel log power
-  spectrogram, 50 frames of 60 ms -> 64 x 50 (mel x time).
+- avdigits: the project's embedded dataset (docs/methods.md, "The embedded dataset's settings"): 16 kHz,
+  3 s, 64-mel log power spectrogram, 50 frames of 60 ms -> 64 x 50 (mel x time).
 
 Each recipe is two steps so a shard's clips run in batches (`spectrograms`): `<kind>_prepare` makes one clip a
 fixed-length waveform (tile, crop, pad; after resampling), then `<kind>` turns a stacked (B, n) batch into
@@ -61,7 +61,8 @@ def load_presets(path: str | Path | None = None) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _default_presets(mtime_ns: int) -> dict:
-    """The default preset file, parsed once per modification time (parsing costs ~5 ms, more than a clip)."""
+    """The default preset file, parsed once per modification time (parsing costs more than a clip:
+    benchmarks/results/timings.md)."""
     return load_presets(DEFAULT_PRESETS)
 
 

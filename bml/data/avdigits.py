@@ -3,7 +3,7 @@
 Each clip shows a real handwritten digit (scikit-learn's bundled digits, upscaled, jittered, with
 Gaussian pixel noise on every frame) and speaks a digit (espeak-ng, varied voice, rate and pitch, over
 white noise at a set SNR); both usually agree with the clip's label. The presets in
-params/datasets/avdigits.yaml set which modality dominates (calibrated in ../shared/AVDIGITS.md):
+params/datasets/avdigits.yaml set which modality dominates (calibrated on a prototype: docs/methods.md):
 `audio_dominant` makes vision informative but slow to learn (heavy per-frame noise that only averaging
 over frames beats) while audio is easy, so joint training leaves the visual encoder under-optimized, the
 effect the balanced-multimodal-learning papers describe on CREMA-D.

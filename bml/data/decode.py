@@ -123,9 +123,8 @@ def _run_ffmpeg(jobs: list[ClipJob], modalities: dict[str, str], settings: dict)
     for j, job in enumerate(jobs):
         firsts.append(sum(len(x.files) for x in jobs[:j]))
         for f in job.files:
-            # -threads 1 (and -filter_threads 1 below): one thread per decoder and filter graph; measured on
-            # 200 avdigits clips, 8 per process: 21 ms of CPU per clip against 27 ms with ffmpeg's default
-            # threads (and 34 ms for ffmpeg decoding one clip per process to null)
+            # -threads 1 (and -filter_threads 1 below): one thread per decoder and filter graph, less CPU per
+            # clip than ffmpeg's default threads (benchmarks/results/timings.md, "One ffmpeg thread per decoder")
             cmd += ["-threads", "1"] + (["-ss", f"{job.start:.3f}"] if job.start > 0 else [])
             cmd += (["-t", f"{job.length:.3f}"] if job.length is not None else []) + ["-i", f]
         for m, options in _outputs(job, j, firsts[-1], modalities, settings):

@@ -27,12 +27,11 @@ from bml.data.manifest import Row
 from bml.data.pack import SHARD_FIELDS, RecordWriter, record_dtype
 from bml.kinds import KINDS
 
-# Clips per ffmpeg process. Measured on this project's 2-core machine, 200 avdigits clips decoded as extraction
-# decodes them, one process at a time: 36-39 ms of CPU per clip with 1 clip per process, 21-24 ms with 8,
-# 21 ms with 16 (ffmpeg decoding each clip to null: 33-35 ms); 8 keeps a chunk's arrays small.
+# Clips per ffmpeg process: 8 cost almost half the CPU per clip of 1, as little as 16, and keep a chunk's arrays
+# small (benchmarks/results/timings.md, "Clips per ffmpeg process").
 CLIPS_PER_PROCESS = 8
 # Decoded arrays held ahead of the feature step (bml's choice): enough to keep ffmpeg busy while the
-# first chunk waits for torch to import (~1-3 s), small beside a worker's memory.
+# first chunk waits for torch to import (benchmarks/results/timings.md), small beside a worker's memory.
 AHEAD_BYTES = 256 << 20
 
 
@@ -52,7 +51,7 @@ def features(
 def one_torch_thread(needed: bool) -> Iterator[None]:
     """torch on one thread while extracting (one process per core, and ffmpeg beside it: the shards are the
     parallelism), restored afterwards. Imported only when a modality needs it (spectrograms), and only
-    once ffmpeg has started: the import (1-3 s) overlaps the first decodes."""
+    once ffmpeg has started: the import (seconds: benchmarks/results/timings.md) overlaps the first decodes."""
     if not needed:
         yield
         return

@@ -7,8 +7,8 @@ exactly the batches an uninterrupted run sees, and 0 or 8 loader workers give th
 
 Training samples `n_frames` random frames of the T stored per clip (sorted, so time order is kept; the
 same frames for every frame-like modality of a sample); evaluation uses n_frames fixed, evenly spaced
-ones. That is what the authors' loaders do, and ../shared/AVDIGITS.md measured that without it the
-visual-only model memorises its clips.
+ones. That is what the authors' loaders do, and a prototype measured that without it the visual-only
+model memorises its clips (docs/methods.md, "The embedded dataset's settings").
 
 A batch is fetched whole (`dataset[list_of_indices]`), one read per record, and collated here.
 """

@@ -1,6 +1,6 @@
 """The baselines every table compares against: uni-modal training, joint training, and the uni-modal
-ensemble (UME in Du et al., "Uni-modal Teacher / Uni-modal Ensemble", ICML 2023: separately trained
-uni-modal models whose logits are summed at test time, as BalanceBenchmark's UME; ../shared/METHODS.md).
+ensemble (UME in Du et al., "On Uni-Modal Feature Learning in Supervised Multi-Modal Learning", ICML 2023:
+separately trained uni-modal models whose logits are summed at test time, as BalanceBenchmark's UME).
 
 Joint training is `Method` itself (bml/methods/base.py): multimodal cross-entropy through one fusion head.
 """

@@ -1,7 +1,8 @@
 """MMPareto: Pareto integration of the multimodal and uni-modal gradients.
 
 Wei & Hu, "MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance", ICML 2024.
-Formulas and defaults as restated in ../shared/METHODS.md:
+Formulas and defaults from the paper and the authors' code (GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py;
+docs/methods.md):
 
 - besides the fusion head (loss L_mm), each encoder gets its own linear head (losses L_a, L_v);
 - per step and per encoder m, g_mm and g_m are the gradients of L_mm and L_m with respect to all of that

@@ -2,8 +2,8 @@
 
 Peng et al., "Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022 (OGM-GE), and
 Wei et al., "On-the-fly Modulation for Balanced Multimodal Learning", TPAMI 2024 (OGM). Formulas and
-defaults as restated in ../shared/METHODS.md and read in the authors' code (GeWu-Lab/OGM-GE_CVPR2022 main.py,
-GeWu-Lab/BML_TPAMI2024 code/main.py):
+defaults from the papers and the authors' code (GeWu-Lab/OGM-GE_CVPR2022 main.py, GeWu-Lab/BML_TPAMI2024
+code/main.py and code/scripts/train_ogm.sh; docs/methods.md):
 
 - per step, from the fusion head's uni-modal logits: s_m = sum over the batch of softmax(z_m)[y];
   rho_v = s_v / s_a, rho_a = 1 / rho_v;

@@ -1,7 +1,8 @@
 """OPM: on-the-fly prediction modulation.
 
 Wei et al., "On-the-fly Modulation for Balanced Multimodal Learning", TPAMI 2024. Formulas and defaults
-as restated in ../shared/METHODS.md:
+from the paper and the authors' code (GeWu-Lab/BML_TPAMI2024 code/main.py, code/scripts/train_opm.sh;
+docs/methods.md):
 
 - per step, from the fusion head's uni-modal logits (no gradient through them): s_m = sum over the batch
   of softmax(z_m)[y]; dominance r_m = tanh(relu(s_m / s_other - 1));

@@ -1,7 +1,8 @@
 """Diagnosing & Re-learning: re-initialise each encoder in proportion to how much it over-fits.
 
-Wei, Li & Hu, "Diagnosing and Re-learning for Balanced Multimodal Learning", ECCV 2024. Formulas and
-defaults as restated in ../shared/METHODS.md:
+Wei, Li, Feng & Hu, "Diagnosing and Re-learning for Balanced Multimodal Learning", ECCV 2024. Formulas and
+defaults from the paper and the authors' code (GeWu-Lab/Diagnosing_Relearning_ECCV2024 code/ours.py,
+code/script/ours.sh; docs/methods.md):
 
 - diagnosis of encoder m: its features on the training set and on a held-out set, each min-max scaled to
   [-1, 1], clustered by k-means with k = the number of classes (fixed random_state); cluster purity

@@ -7,7 +7,8 @@ Two pairs:
   a torchvision ResNet-18 trained from scratch; the audio one reads the spectrogram as a 1-channel image,
   the visual one runs every frame through a 2-D trunk and average-pools the maps over time and space.
 - `SmallAudioCNN` / `SmallVisualCNN`: a CPU-sized pair for the embedded avdigits data (64 x 50
-  spectrograms, (T, 3, 64, 64) frames), as calibrated in ../shared/AVDIGITS.md: widths 8 -> 128,
+  spectrograms, (T, 3, 64, 64) frames), as calibrated on a prototype (docs/methods.md, "The embedded
+  dataset's settings"): widths 8 -> 128,
   frames pooled to 32 x 32 first, a per-frame CNN averaged over frames.
 
 Every encoder maps a batch to (B, out_dim) and has an attribute `out_dim`. A flow encoder is the frame
@@ -26,7 +27,7 @@ from bml.catalog import ENCODERS as ENCODER_FAMILIES
 from bml.kinds import KINDS
 
 # Convolutions run on channels-last tensors: on the CPU, max-pooling and BatchNorm take half the time in that
-# layout (the small CNN's training step: 228 -> 125 ms, benchmarks/run_phases.py), and GPUs favour it too.
+# layout (benchmarks/results/timings.md, "Channels-last convolutions"), and GPUs favour it too.
 CHANNELS_LAST = torch.channels_last
 
 
@@ -46,7 +47,7 @@ def _check_frames(frames: torch.Tensor, channels: int) -> None:
 
 def _resnet18_trunk(in_channels: int) -> nn.Sequential:
     """torchvision's ResNet-18 from scratch, without avgpool and fc: (N, in_channels, H, W) -> (N, 512, h, w)."""
-    from torchvision.models import resnet18  # here: importing torchvision costs 1.5 s that small CNNs never need
+    from torchvision.models import resnet18  # imported here: it is slow (benchmarks/results/timings.md)
 
     net = resnet18(weights=None)
     if in_channels != 3:

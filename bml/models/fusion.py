@@ -2,7 +2,8 @@
 
 The four heads follow OGM-GE (Peng et al., "Balanced Multimodal Learning via On-the-fly Gradient
 Modulation", CVPR 2022) and its public code (models/fusion_modules.py: concat, sum, FiLM, gated). The
-per-modality logits that OGM, OPM and the evaluation read are defined in ../shared/METHODS.md:
+per-modality logits that OGM, OPM and the evaluation read split the head as OGM-GE's main.py splits its
+concat head (docs/methods.md):
 - concat, W = [W_1 | ... | W_M] in modality order: z_m = f_m W_m^T + b/M, so sum_m z_m = z exactly
   (b/2 for the papers' two modalities);
 - sum, z = sum_m fc_m(f_m): z_m = fc_m(f_m), each with its full bias;

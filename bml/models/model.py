@@ -75,7 +75,7 @@ class UnimodalModel(nn.Module):
 
 
 class LateEnsemble(nn.Module):
-    """Trained uni-modal models, their logits summed (late fusion; UME in ../shared/METHODS.md)."""
+    """Trained uni-modal models, their logits summed (late fusion; UME, Du et al., ICML 2023)."""
 
     def __init__(self, members: list[UnimodalModel]) -> None:
         super().__init__()

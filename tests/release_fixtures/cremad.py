@@ -9,7 +9,7 @@ from bml.data.adapters import LISTS_DIR
 
 from . import lfs_stub, run_jobs, video, wav
 
-WAV_RATE = 16000  # CREMA-D's AudioWAV files are 16 kHz (DATASETS.md)
+WAV_RATE = 16000  # CREMA-D's AudioWAV files are 16 kHz (the release)
 FLV_AUDIO_RATE = 22050  # one of the rates FLV allows for MP3
 # Stems for the broken cases: train-list stems of emotions that `make_tree` does not use for good clips by default
 # (SAD, FEA, DIS), plus names that are in no list.
