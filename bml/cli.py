@@ -176,6 +176,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from bml.config import read_yaml
     from bml.report import build_report
+    from bml.scorecard import load_claims
     from bml.tables import Settings
 
     plan = _plan(args)
@@ -183,9 +184,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     seeds = tuple(sorted({c.seed for c in plan.cells}))
     settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
     cells = {str(Path(c.run_dir)) for c in plan.cells}  # the matrix's runs only, not every run on disk
-    build_report(
-        plan.layout.results_root, r["out_dir"], read_yaml(plan.params_dir / "published.yaml"), settings, only=cells
-    )
+    published = read_yaml(plan.params_dir / "published.yaml")
+    claims = load_claims(plan.params_dir, published)  # a bad claim is refused before any table is built
+    build_report(plan.layout.results_root, r["out_dir"], published, settings, only=cells, claims=claims)
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
