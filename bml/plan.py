@@ -79,6 +79,7 @@ CODE_GLOBS = {
         "bml/plotting.py",
         "bml/stats.py",
         "bml/results.py",
+        "bml/scorecard.py",
     ],
 }
 
@@ -322,6 +323,7 @@ class Plan:
             "report": self.pipeline["report"],
             "cells": sorted(c.name for c in self.cells),
             "published": read_yaml(self.params_dir / "published.yaml"),
+            "claims": read_yaml(claims) if (claims := self.params_dir / "claims.yaml").is_file() else None,
         }
 
     def witnesses(self) -> dict[str, dict]:

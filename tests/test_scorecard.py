@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import run
 from scipy import stats
 
 from bml.config import ConfigError
@@ -248,3 +249,16 @@ def test_the_page_parsed_has_the_scorecard_section_first(tmp_path):
     assert page.ids.index("ranking") < page.ids.index("main_embedded_concat")
     verdicts = verdict_summary(judged)
     assert verdicts["scorecard/paper/ogm/avdigits"]["verdict"] == "not reproduced"
+
+
+@pytest.mark.slow
+def test_the_workflow_refuses_a_bad_claim_when_it_parses_before_any_job(project_copy):
+    claims = yaml.safe_load((project_copy / "params" / "claims.yaml").read_text())
+    claims["claims"]["avdigits_probe_gap"]["method"] = "telepathy_only_ever"
+    claims["claims"]["avdigits_probe_gap"]["dataset"] = "nowhere"
+    (project_copy / "params" / "claims.yaml").write_text(yaml.safe_dump(claims))
+    cmd = ["snakemake", "-s", str(project_copy / "Snakefile"), "--directory", str(project_copy), "-n"]
+    proc = run(cmd, check=False)
+    assert proc.returncode != 0
+    assert "claims.avdigits_probe_gap: unknown dataset 'nowhere'" in proc.stdout + proc.stderr
+    assert not (project_copy / "data").exists() and not (project_copy / "results").exists()  # no job ran
