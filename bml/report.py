@@ -32,7 +32,7 @@ import numpy as np
 
 from bml.figures import FIGURES, all_figures, captions
 from bml.results import HISTORY, METRICS, Run, by_seed, load_runs
-from bml.scorecard import Claims, scorecard_tables, verdict_summary
+from bml.scorecard import Claims, scorecard_tables, selection_summary, verdict_summary
 from bml.table_format import Table, to_csv, to_latex, to_markdown
 from bml.tables import Settings, build_tables, comparison, modalities_of, stats_keys, table_runs
 
@@ -236,7 +236,7 @@ def build_report(
             name: (paths, texts[name]) for name, paths in written.items()
         }
     write_page(out / "index.html", tables, figures, problems, len(runs), card)
-    result = summary(runs, settings) | verdict_summary(judged)
+    result = summary(runs, settings) | verdict_summary(judged) | selection_summary(runs, groups, settings)
     (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     log(
         f"report: {len(runs)} runs, {len(judged)} claims, {len(card) + len(tables)} tables, "

@@ -588,6 +588,20 @@ def scorecard_tables(
     return tables, judged
 
 
+def selection_summary(runs: list[Run], groups, settings: Settings) -> dict[str, dict]:
+    """summary.json entries per cell with a test-set record: the papers' selection and its inflation."""
+    out = {}
+    for dataset, protocol, fusion in groups:
+        for row in selection_rows(runs, dataset, protocol, fusion, settings):
+            gap = row["inflation"]
+            if gap and gap["mean"] is not None:
+                entry = {"best_on_test_mean": round(float(np.mean(list(row["theirs"].values()))), 3)}
+                entry["inflation_mean"] = round(gap["mean"], 3)
+                entry["inflation_n"] = gap["n"]
+                out[f"selection/{dataset}/{protocol}/{row['fusion']}/{row['method']}"] = entry
+    return out
+
+
 def verdict_summary(judged: list[tuple[Claim, dict]]) -> dict[str, dict]:
     """summary.json entries, one per claim, so that `dvc metrics diff` shows a verdict that changed."""
     out = {}

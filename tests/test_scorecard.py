@@ -214,6 +214,7 @@ def test_the_report_opens_with_the_scorecard_and_survives_a_nan_in_one_finished_
     assert page.ids.index("ranking") < page.ids.index("main_embedded_concat")
     assert result["scorecard/paper/mmpareto/avdigits"]["verdict"] == "reproduced"
     assert result["scorecard/paper/relearning/avdigits"]["seeds_needed"] > 2
+    assert result["selection/avdigits/embedded/concat/joint"]["inflation_mean"] == pytest.approx(2.0)
     assert json.loads((out / "summary.json").read_text()) == result
     assert (out / "scorecard.md").read_text().startswith("# Reproduction scorecard")
     ogm = result["avdigits/embedded/concat/ogm"]
