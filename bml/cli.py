@@ -198,6 +198,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from bml import fingerprint
     from bml.config import read_yaml
     from bml.report import build_report
+    from bml.scorecard import load_claims
     from bml.tables import Settings
 
     plan = _plan(args)
@@ -205,13 +206,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     seeds = tuple(sorted({c.seed for c in plan.cells}))
     settings = Settings(baseline=r["baseline"], test=r["test"], alpha=r["alpha"], which=r["which"], seeds=seeds)
     cells = {str(Path(c.run_dir)) for c in plan.cells}  # the matrix's runs only, not every run on disk
-    build_report(
-        plan.layout.results_root,
-        plan.layout.report_dir,
-        read_yaml(plan.params_dir / "published.yaml"),
-        settings,
-        only=cells,
-    )
+    published = read_yaml(plan.params_dir / "published.yaml")
+    claims = load_claims(plan.params_dir, published)  # a bad claim is refused before any table is built
+    build_report(plan.layout.results_root, plan.layout.report_dir, published, settings, only=cells, claims=claims)
     fingerprint.write(plan, plan.layout.report(fingerprint.FILE))
 
 

@@ -32,9 +32,18 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bml.methods import UNIMODAL_SUFFIX, logged_quantities  # noqa: E402
-from bml.plotting import draw_curve, draw_grouped_bars, empty_note, lighter, marker_shifts, save  # noqa: E402
-from bml.results import Run, cell_label  # noqa: E402
-from bml.tables import method_order, modalities_of  # noqa: E402
+from bml.plotting import (  # noqa: E402
+    draw_curve,
+    draw_grouped_bars,
+    empty_note,
+    lighter,
+    marker_shifts,
+    mean_band,
+    save,
+)
+from bml.results import Run, cell_label, method_name  # noqa: E402
+from bml.scorecard import cost_rows  # noqa: E402
+from bml.tables import Settings, method_order, modalities_of  # noqa: E402
 
 # The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each
 # modality's branch, and what each quantity is: each method's spec declares its own (bml/methods/__init__.py).
@@ -42,7 +51,21 @@ MODULATION_QUANTITIES = logged_quantities()
 FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had
 PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 CLEAN_COLOR = "0.35"
-FIGURES = ("validation_curves", "modulation", "probes", "robustness", "shapley")  # file suffixes, in page order
+FIGURES = (  # file suffixes, in page order
+    "validation_curves",
+    "modulation",
+    "probes",
+    "robustness",
+    "shapley",
+    "imbalance_over_training",
+    "cost",
+)
+# Per-epoch validation columns (<prefix><modality>) of the imbalance-over-training figure, one panel column each.
+OVER_TRAINING = {
+    "val_probe_": "linear probe (%)",
+    "val_acc_": "uni-modal accuracy (%)",
+    "val_shapley_": "Shapley share",
+}
 
 
 def modality_colors(modalities: Sequence[str]) -> dict[str, str]:
@@ -78,6 +101,13 @@ def captions(modalities: Sequence[str]) -> dict[str, str]:
         "(v(S) = |S| if the model is right with the other modalities zeroed, else 0; Wei et al., CVPR 2024), at "
         "the checkpoint chosen on validation; bars: mean over seeds (dots: single seeds), error bars: 95% t "
         "confidence interval.",
+        "imbalance_over_training": f"Each modality ({colored}) over training, on validation: its encoder's linear "
+        "probe, the head's uni-modal accuracy and its Shapley share, per balancing method (solid) beside joint "
+        "training (dashed); mean over seeds, band: 95% t confidence interval; a panel says so where the runs did "
+        "not log that quantity per epoch.",
+        "cost": "Cost beside gain: each balancing method's training-step time relative to joint training (paired "
+        "by seed) against its test-accuracy gain and each modality's probe gain over joint training; mean over "
+        "seeds, error bars: 95% t confidence interval of the time ratio.",
     }
 
 
@@ -293,9 +323,80 @@ def shapley_shares(
     return save(fig, stem)
 
 
-def all_figures(runs: Sequence[Run], out_dir: str | Path, prefix: str) -> dict[str, list[Path]]:
+def imbalance_over_training(
+    runs: Sequence[Run], stem: str | Path, baseline: str = "joint", modalities: Sequence[str] | None = None
+) -> list[Path]:
+    """Per balancing method, each modality's probe, uni-modal accuracy and Shapley share epoch by epoch, beside
+    the baseline's: when (not only whether) a method lifted the held-back modality."""
+    modalities = list(modalities or modalities_of(list(runs)))
+    colors = modality_colors(modalities)
+    methods = [(m, f) for m, f in cells_in_order(runs) if f != "none" and m != baseline] or [
+        (m, f) for m, f in cells_in_order(runs) if f != "none"
+    ]
+    nrows = max(1, len(methods))
+    fig, axes = plt.subplots(nrows, len(OVER_TRAINING), figsize=(4.2 * len(OVER_TRAINING), 3.0 * nrows), squeeze=False)
+    if not methods:
+        empty_note(axes[0, 0], "No multimodal run here.")
+    for row, (method, fusion) in zip(axes, methods, strict=False):
+        base = runs_of(runs, baseline, fusion) if method != baseline else []
+        for ax, (prefix, quantity) in zip(row, OVER_TRAINING.items(), strict=True):
+            drawn = False
+            for m in modalities:
+                for cell_runs, style, label in ((runs_of(runs, method, fusion), "-", m), (base, "--", None)):
+                    epochs, values = epoch_series(cell_runs, f"{prefix}{m}")
+                    if len(epochs):
+                        sparse = is_sparse(cell_runs, f"{prefix}{m}")
+                        draw_curve(ax, epochs, values, colors[m], label or f"{m}, {baseline}", markers=sparse)
+                        if not sparse:
+                            ax.lines[-1].set_linestyle(style)
+                        drawn = True
+            if not drawn:
+                empty_note(ax, f"No {quantity.split(' (')[0]} logged per epoch.")
+                continue
+            ax.set_title(f"{cell_label(method, fusion)}: {quantity.split(' (')[0]}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(quantity)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def cost_scatter(runs: Sequence[Run], stem: str | Path, settings: Settings, modalities: Sequence[str]) -> list[Path]:
+    """Step-time ratio against the gains in accuracy and in each probe: what a method's gain costs to train."""
+    groups = sorted({r.cell[:3] for r in runs if r.fusion != "none"})
+    keys = {"acc": "Δ test accuracy"} | {f"probe_{m}": f"Δ probe {m}" for m in modalities}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    rows = [row for d, p, f in groups for row in cost_rows(list(runs), d, p, f, modalities, settings) if row["ratios"]]
+    if not rows:
+        empty_note(axes[0, 0], "No run here logged its step time beside a baseline's.")
+    cmap = plt.get_cmap("tab10")
+    for ax, (key, label) in zip(axes[0], keys.items(), strict=True):
+        if not rows:
+            continue
+        for i, row in enumerate(rows):
+            if row["gains"][key] is None:
+                continue
+            mean, lo, hi = (float(a[0]) for a in mean_band([row["ratios"]]))
+            xerr = [[mean - lo], [hi - mean]] if not math.isnan(lo) else None
+            ax.errorbar(mean, row["gains"][key], xerr=xerr, fmt="o", color=cmap(i % 10), capsize=3)
+            ax.annotate(method_name(row["method"]), (mean, row["gains"][key]), fontsize=7)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.axvline(1.0, color="0.5", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(f"step time / {settings.baseline}")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def all_figures(
+    runs: Sequence[Run], out_dir: str | Path, prefix: str, settings: Settings | None = None
+) -> dict[str, list[Path]]:
     """Every figure of these runs as <out_dir>/<prefix>_<name>.{png,pdf}; {name: written paths} (FIGURES order)."""
     out_dir = Path(out_dir)
+    settings = settings or Settings()
     modalities = modalities_of(list(runs))
     return {
         "validation_curves": validation_curves(runs, out_dir / f"{prefix}_validation_curves"),
@@ -303,4 +404,8 @@ def all_figures(runs: Sequence[Run], out_dir: str | Path, prefix: str) -> dict[s
         "probes": probe_accuracy(runs, out_dir / f"{prefix}_probes", modalities=modalities),
         "robustness": robustness(runs, out_dir / f"{prefix}_robustness", modalities=modalities),
         "shapley": shapley_shares(runs, out_dir / f"{prefix}_shapley", modalities=modalities),
+        "imbalance_over_training": imbalance_over_training(
+            runs, out_dir / f"{prefix}_imbalance_over_training", settings.baseline, modalities
+        ),
+        "cost": cost_scatter(runs, out_dir / f"{prefix}_cost", settings, modalities),
     }

@@ -315,6 +315,7 @@ class Plan:
             "titles": {name: d.title for name, d in self.datasets.items()},
             "cells": sorted(c.name for c in self.cells),
             "published": read_yaml(self.params_dir / "published.yaml"),
+            "claims": read_yaml(claims) if (claims := self.params_dir / "claims.yaml").is_file() else None,
         }
 
     def code(self) -> dict[str, tuple[str, ...]]:

@@ -1,5 +1,6 @@
 """A result table and its three renderings: Markdown (the README and reports/), LaTeX (booktabs, for a
-paper), CSV (for anything else). Bold cells and numbered notes carry over to each."""
+paper), CSV (for anything else). Bold cells and numbered notes carry over to each; a linked cell (the numbers
+behind a verdict) is a link in Markdown and HTML, plain text elsewhere."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells in bold
     notes: list[str] = field(default_factory=list)
+    links: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> the name of another table
 
 
-def to_markdown(table: Table) -> str:
+def to_markdown(table: Table, folder: str = "") -> str:
+    """`folder`: where the linked tables' .md files are, relative to this file ("" beside it)."""
+
     def cell(i: int, j: int, text: str) -> str:
+        text = f"[{text}]({folder}{table.links[(i, j)]}.md)" if (i, j) in table.links else text
         return f"**{text}**" if (i, j) in table.bold else text
 
     lines = [

@@ -204,11 +204,13 @@ def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tm
     page = _Page()
     page.feed((out / "index.html").read_text())
     written = sorted(p.stem for p in (out / "tables").glob("*.md"))
-    # main, imbalance, stats of acc, probe_audio and probe_visual; one per published source
-    assert sorted(page.tables) == written and len(written) == 5 + len(published)
+    # main, imbalance, stats of acc, probe_audio and probe_visual; one per published source; the scorecard's
+    # verdicts, ranking, selection and cost
+    assert sorted(page.tables) == written and len(written) == 5 + len(published) + 4
     for name in written:
         assert (out / "tables" / f"{name}.tex").read_text().startswith("\\begin{table}")
-    assert len(page.images) == page.captions == 5  # validation curves, modulation, probes, robustness, Shapley
+    assert len(page.images) == page.captions == 7  # validation curves, modulation, probes, robustness, Shapley,
+    # imbalance over training, cost
     for src in page.images:
         assert (out / src).read_bytes().startswith(b"\x89PNG") and (out / src).with_suffix(".pdf").is_file()
     on_disk = json.loads((out / "summary.json").read_text())

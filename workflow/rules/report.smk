@@ -1,6 +1,9 @@
 # The last rule: tables, figures, the HTML page and summary.json from every finished run (bml/report.py).
 # It waits for the whole training matrix; on a partial matrix (a failed cell under --keep-going) run
 # `bml report` by hand: missing cells show as "—" with a note.
+from bml.scorecard import load_claims
+
+load_claims(PARAMS)  # params/claims.yaml checked when the workflow parses: a bad claim stops it before any job
 
 
 rule report:
@@ -13,7 +16,7 @@ rule report:
                        caption="../report/figures.rst"),
     input:
         [cell.metrics for cell in PLAN.cells],
-        here(["params/published.yaml"]),
+        here(["params/published.yaml", "params/claims.yaml"]),
         code("report"),
     params:
         values=digest(PLAN.report_values()),
