@@ -185,7 +185,7 @@ def output_names(groups: list[tuple[str, str, str, list[str]]], published_ids: l
         tables += [f"imbalance_{dataset}_{protocol}_{fusion}"]
         tables += [f"stats_{k}_{dataset}_{protocol}_{fusion}" for k in keys]
     tables += [f"published_{sid}" for sid in published_ids]
-    names = ["index.html", "summary.json", "scorecard.md"] + [
+    names = ["index.html", "summary.json", "scorecard.md", "fingerprints.json"] + [
         f"tables/{t}.{ext}" for t in tables for ext in TABLE_FORMATS
     ]
     names += [
