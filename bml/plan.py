@@ -43,6 +43,7 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.layout import Layout
 from bml.methods import allowed_fusions, method_spec, required_runs
+from bml.settings import STEP_DEFAULTS
 
 SPLITS = ("train", "val", "test")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -233,7 +234,7 @@ def resolve_cell(
             "source": {k: v for k, v in dataset.source.items()},
             "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]]),
         },
-        "train": merge(proto["train"], on_dataset.get("train", {})),
+        "train": merge(merge(STEP_DEFAULTS, proto["train"]), on_dataset.get("train", {})),
         "method": method_params,
         "eval": copy.deepcopy(pipeline["evaluation"]),
         "paths": {
