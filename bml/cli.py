@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -171,6 +172,8 @@ def resolve_train_cell(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("bml").setLevel(logging.INFO)  # the loop's progress; other libraries' warnings only
     cell = resolve_train_cell(args)
     _expect(args, f"cell {cell.name}", cell.hash)
     if args.device in ("auto", "cuda"):

@@ -15,7 +15,8 @@
   phi_a = (v_a + v_av - v_v) / 2): how much each modality contributes to correct predictions;
 - whatever the method adds (`Method.evaluations`).
 
-Model selection happens on validation; test is scored only for the checkpoints chosen (bml/train.py).
+Model selection happens on validation; test is scored for the checkpoints chosen, and its accuracy after every
+epoch is recorded apart (metrics.json: test_by_epoch), where no selection reads it (bml/train.py).
 """
 
 from __future__ import annotations

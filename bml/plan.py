@@ -44,6 +44,7 @@ from bml.kinds import KINDS
 from bml.layout import Layout
 from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
 from bml.stage_code import file_hashes, stage_code
+from bml.settings import STEP_DEFAULTS
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every fusion head it works with
@@ -222,7 +223,7 @@ def resolve_cell(
             "source": {k: v for k, v in dataset.source.items()},
             "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]]),
         },
-        "train": merge(proto["train"], on_dataset.get("train", {})),
+        "train": merge(merge(STEP_DEFAULTS, proto["train"]), on_dataset.get("train", {})),
         "method": method_params,
         "eval": copy.deepcopy(pipeline["evaluation"]),
         "paths": {

@@ -120,8 +120,15 @@ def write_metrics(
     best_epoch: int | None,
     final: dict,
     timings: dict[str, float],
+    flags: list[str],
+    test_by_epoch: dict[str, list],
 ) -> dict[str, Any]:
-    """metrics.json, written last: its presence means the run finished."""
+    """metrics.json, written last: its presence means the run finished.
+
+    `flags`: what is wrong with a run that finished (["at_chance"]: its final validation accuracy is at chance).
+    `test_by_epoch`: {"epoch": [1, 2, ...], "acc": [...]}, the test accuracy after every epoch, the papers'
+    selection recorded for comparison only: no selection, early stopping or checkpoint choice reads it, and it
+    is not in history.csv (which selection and the plots read)."""
     result = {
         "run": config["run"],
         "config_hash": config["hash"],
@@ -132,6 +139,8 @@ def write_metrics(
         "best_epoch": best_epoch,
         "selection": "best validation accuracy (val split carved from train; test never used for selection)",
         "test": final,
+        "flags": flags,
+        "test_by_epoch": test_by_epoch,
         "timings_s": timings,
         "config": config,
     }

@@ -4,15 +4,28 @@ shows every run's parameters, per-epoch metrics and artifacts without a server r
 The tables never read MLflow: each run also writes results/.../metrics.json (bml/train.py).
 Several training jobs may start at once (Snakemake); creating the database and the experiment happens
 under a file lock, because MLflow's schema migration is not safe to run twice concurrently.
+
+Tracking never costs a run its training: a sqlite store that is corrupt, truncated or locked is found by one
+quick read before MLflow opens it (MLflow retries a broken store for 32 s, then raises), and any tracking call
+that fails is retried once, then tracking is off for the rest of the run, with one warning naming the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
+import sqlite3
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+LOCK_WAIT_S = 1.0  # how long the store check waits for another process's lock, each of two tries
+RETRY_AFTER_S = 1.0  # pause before the one retry of a failed tracking call
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -95,7 +108,7 @@ class Tracker:
             )
             self.monitor.start()
         except Exception as err:  # psutil missing or the monitor refusing: the run goes on without it
-            print(f"bml: no MLflow system metrics ({type(err).__name__}: {err})", flush=True)
+            log.warning(f"no MLflow system metrics ({type(err).__name__}: {err})")
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -160,17 +173,80 @@ class NoTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
-def open_tracker(tracking: dict, run: dict, tags: dict[str, str], run_id: str | None = None) -> Tracker | NoTracker:
+def store_problem(uri: str) -> str | None:
+    """Why a sqlite store cannot be read (corrupt, truncated, locked), or None; a lock is waited out once more."""
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None  # not sqlite, or a store MLflow will create
+    for attempt in (1, 2):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=LOCK_WAIT_S)) as con:
+                found = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            return None if found == "ok" else f"damaged database ({found})"
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == 2:
+                return f"{type(err).__name__}: {err}"
+        except sqlite3.Error as err:
+            return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or ['no detail'])[0]}"
+
+
+class GuardedTracker:
+    """A Tracker whose failures cost the run nothing: a failed call is retried once; if it fails again, one
+    warning names the store and the rest of the run goes on untracked (its results are in metrics.json)."""
+
+    def __init__(self, uri: str, tracker: Tracker | NoTracker) -> None:
+        self.uri, self.tracker, self.run_id = uri, tracker, tracker.run_id
+
+    @classmethod
+    def open(cls, uri: str, make: Callable[[], Tracker]) -> GuardedTracker:
+        problem = store_problem(uri)
+        guard = cls(uri, NoTracker())
+        if problem:
+            guard.off("opening the run", problem)
+            return guard
+        guard.tracker = guard.call("opening the run", make, fallback=NoTracker())
+        guard.run_id = guard.tracker.run_id
+        return guard
+
+    def call(self, what: str, fn: Callable, *args, fallback: Any = None) -> Any:
+        for attempt in (1, 2):
+            try:
+                return fn(*args)
+            except Exception as err:  # sqlalchemy, MLflow or OS errors: all end in the same warning
+                if attempt == 2:
+                    self.off(what, _first_line(err))
+                    return fallback
+                time.sleep(RETRY_AFTER_S)
+
+    def off(self, what: str, problem: str) -> None:
+        log.warning(f"MLflow store {self.uri}: {what} failed ({problem}); the run goes on without tracking")
+        self.tracker = NoTracker()
+
+    def log_params(self, config: dict[str, Any]) -> None:
+        self.call("logging parameters", self.tracker.log_params, config)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.call("logging metrics", self.tracker.log_metrics, metrics, step)
+
+    def log_run_files(self, run_dir: Path) -> None:
+        self.call("logging the run's files", self.tracker.log_run_files, run_dir)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.call("closing the run", self.tracker.end, status)
+
+
+def open_tracker(
+    tracking: dict, run: dict, tags: dict[str, str], run_id: str | None = None
+) -> GuardedTracker | NoTracker:
     """The MLflow run of one cell (experiment <dataset>/<protocol>, run <method>-<fusion>-seed<k>), reopened by
     run_id on resume; MLFLOW_TRACKING_URI overrides the configured store; uri "none" switches tracking off."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", tracking["uri"])
     if uri in ("none", ""):
         return NoTracker()
-    return Tracker(
-        uri,
-        tracking["artifacts"],
-        f"{run['dataset']}/{run['protocol']}",
-        f"{run['method']}-{run['fusion']}-seed{run['seed']}",
-        tags,
-        run_id,
-    )
+    experiment, name = f"{run['dataset']}/{run['protocol']}", f"{run['method']}-{run['fusion']}-seed{run['seed']}"
+    return GuardedTracker.open(uri, lambda: Tracker(uri, tracking["artifacts"], experiment, name, tags, run_id))

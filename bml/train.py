@@ -2,21 +2,24 @@
 Method overrides (bml/methods/base.py).
 
 A run is one cell of the plan (bml/plan.py): its resolved configuration says what to train, on which
-packed data, and where its folder is. The folder holds checkpoint.pt (every epoch: model, optimizer,
-scheduler, method state, every RNG state; written to a temporary file and renamed), best.pt (best
-validation accuracy), history.csv and, last, metrics.json (bml/results.py).
+packed data, and where its folder is. The folder holds checkpoint.pt (every epoch: bml/checkpoint.py),
+best.pt (best validation accuracy), history.csv and, last, metrics.json (bml/results.py).
 
 `train` resumes by itself from checkpoint.pt. The data order depends only on (seed, epoch)
 (bml/data/loader.py) and the RNG states are restored, so on the CPU a run killed and resumed ends
-bit-identical to one that never stopped. A NaN or infinite loss, weights or features stop the run with
-bml's message, naming the epoch and step, and keep the last good checkpoint.
+bit-identical to one that never stopped. A NaN or infinite loss, weights, BatchNorm statistics or features stop
+the run with bml's message, naming the epoch and step, and keep the last good checkpoint. Test accuracy is
+recorded every epoch (metrics.json: test_by_epoch) under its own RNG state, where no selection reads it.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,59 +27,58 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bml.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
+from bml.checkpoint import (
+    Checkpoint,
+    DamagedFile,
+    Parts,
+    TrainingError,
+    kept_rng,
+    load,
+    save_atomic,
+    seed_everything,
+)
 from bml.data.loader import CROP_SCALE, PackedSplit, make_loader, prepare_inputs
 from bml.evaluate import NonFiniteError, classification_metrics, collect, evaluate_model, modality_accuracies, probes
 from bml.methods import load_method, method_spec
-from bml.methods.base import Batch, EpochContext, LossNotFinite, Method, RunContext, Samples, StepContext
+from bml.methods.base import Batch, EpochContext, LossNotFinite, Method, RunContext, Samples, StepContext, StepServices
 from bml.models.model import ModelSpec
 from bml.optim import build_optimizer, build_scheduler
 from bml.plan import digest, hashed_config
 from bml.results import BEST, CHECKPOINT, code_version, write_history, write_metrics
+from bml.settings import TrainSettings
 from bml.tracking import open_tracker
 
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (a NaN, a checkpoint of another configuration); names the file."""
+log = logging.getLogger(__name__)
+AT_CHANCE_MARGIN = 0.5  # a final validation accuracy below chance * (1 + this) flags the run "at_chance"
 
 
 class Phases:
-    """Wall time per phase of a run (data, steps, validation, probes, final evaluation, tracking, checkpoints)."""
+    """Wall time per phase of a run (data, steps, validation, probes, final evaluation, tracking, checkpoints):
+    `with phases("tracking"): ...` adds the block's time to its phase."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-
-    def timed(self, phase: str, fn: Callable, *args, **kw):
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            return fn(*args, **kw)
+            yield
         finally:
-            self.add(phase, time.perf_counter() - start)
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 def open_run(config: dict, device: torch.device) -> RunContext:
     """The run's data (checked: size, hash, disjoint splits) and what every hook may read."""
-    packed, tcfg, seed = config["paths"]["packed_dir"], config["train"], config["run"]["seed"]
+    packed, ts, seed = config["paths"]["packed_dir"], TrainSettings.from_config(config["train"]), config["run"]["seed"]
     modalities = config["data"]["modalities"]
     only = method_spec(config["run"]["method"]).modality  # a uni-modal baseline reads its own modality only
     read = {only: modalities[only]} if only else modalities
     splits = {
         "train": PackedSplit(
-            packed,
-            "train",
-            read,
-            tcfg["train_frames"],
-            train=True,
-            seed=seed,
-            augment=tcfg.get("frame_augment", "none"),
-            crop_scale=tcfg.get("frame_crop_scale", CROP_SCALE),
+            packed, "train", read, ts.train_frames, True, seed, ts.frame_augment, ts.frame_crop_scale or CROP_SCALE
         ),
-        "train_eval": PackedSplit(packed, "train", read, tcfg["eval_frames"], train=False, seed=seed),
-        "val": PackedSplit(packed, "val", read, tcfg["eval_frames"], train=False, seed=seed),
-        "test": PackedSplit(packed, "test", read, tcfg["eval_frames"], train=False, seed=seed),
+        **{name: PackedSplit(packed, split, read, ts.eval_frames, False, seed) for name, split in EVAL_SPLITS.items()},
     }
     train_ids = set(splits["train"].records["clip_id"].tolist())
     for other in ("val", "test"):
@@ -85,6 +87,9 @@ def open_run(config: dict, device: torch.device) -> RunContext:
             raise TrainingError(f"{splits[other].path}: {len(shared)} clips also in train, e.g. {sorted(shared)[0]}")
     required = {m: Path(d) for m, d in config["requires"].items()}
     return RunContext(config, modalities, splits["train"].n_classes, device, splits, required)
+
+
+EVAL_SPLITS = {"train_eval": "train", "val": "val", "test": "test"}  # evaluation's names -> packed splits
 
 
 def data_hash(splits: dict[str, PackedSplit]) -> str:
@@ -102,254 +107,330 @@ def _progress(iterable, **kw):
     return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True, **kw)
 
 
-def _nonfinite_parameters(model: torch.nn.Module) -> list[str]:
-    """The parameters holding a NaN or an infinity. One fused check first: one device sync per step on a GPU,
-    not one per parameter; the names only when something is wrong."""
-    params = list(model.named_parameters())
-    if torch.stack([torch.isfinite(p).all() for _, p in params]).all():
-        return []
-    return [name for name, p in params if not torch.isfinite(p).all()]
+@dataclass
+class Job:
+    """One run: its settings, data, method, model, folder and timings, as every part of the loop reads them."""
+
+    config: dict
+    settings: TrainSettings
+    run: RunContext
+    method: Method
+    model: torch.nn.Module
+    out_dir: Path
+    data_hash: str
+    tags: dict[str, str]
+    phases: Phases
+    started: float  # perf_counter() at the start, for the total
+
+    def prepare(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return prepare_inputs(inputs, self.run.modalities, self.config["train"])
+
+    def collect(self, model: torch.nn.Module, split: str) -> dict:
+        return collect(model, self.method.predict, self.run.splits[split], self.run.device, self.prepare)
+
+    def final_metrics(self, model: torch.nn.Module, collected: dict | None = None) -> dict[str, float]:
+        """Every test metric of `model` (bml/evaluate.py); `collected`: splits already collected from it."""
+        splits = {
+            "train": self.run.splits["train_eval"],
+            "val": self.run.splits["val"],
+            "test": self.run.splits["test"],
+        }
+        with self.phases("final_evaluation"):
+            return evaluate_model(
+                model,
+                self.method.predict,
+                splits,
+                self.run.device,
+                self.prepare,
+                self.config["eval"],
+                self.run.seed,
+                self.run.n_classes,
+                extra=self.method.evaluations,
+                collected=collected,
+            )
+
+    def write_result(self, record: Checkpoint, tracker, final: dict) -> dict[str, Any]:
+        """metrics.json (with its flags), after the history; the test numbers to MLflow."""
+        write_history(self.out_dir, record.history)
+        flags = at_chance_flags(final["last"]["val_acc"], self.run.n_classes)
+        self.phases.seconds["total"] = time.perf_counter() - self.started
+        result = write_metrics(
+            self.out_dir,
+            self.config,
+            self.data_hash,
+            self.tags["git_commit"],
+            tracker.run_id,
+            record.best["epoch"] if record.best else None,
+            final,
+            self.phases.seconds,
+            flags=flags,
+            test_by_epoch=record.test_by_epoch,
+        )
+        with self.phases("tracking"):
+            tracker.log_metrics({"test": final}, step=record.epoch)
+        return result
 
 
-def train(
-    config: dict,
-    device: str | None = None,
-    restart: bool = False,
-    replace_stale: bool = False,
-    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
-) -> dict[str, Any]:
+def start_job(config: dict, device: str | None) -> Job:
+    """Settings, data, method and model of a run, its configuration's hash checked."""
+    started = time.perf_counter()
+    phases, settings = Phases(), TrainSettings.from_config(config["train"])
+    out_dir = Path(config["paths"]["run_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config["hash"] != digest(hashed_config(config)):
+        raise TrainingError(
+            f"{out_dir}: the configuration's hash {config['hash']} does not match its values; resolve it "
+            f"again (bml plan) instead of editing it"
+        )
+    dev = pick_device(device)
+    seed_everything(config["run"]["seed"])
+    with phases("data"):
+        run = open_run(config, dev)
+    spec = method_spec(config["run"]["method"])
+    method: Method = load_method(spec.name)(spec, config["method"], run)
+    seen = {spec.modality: run.modalities[spec.modality]} if spec.modality else dict(run.modalities)
+    model = method.build_model(ModelSpec(settings.encoder, config["run"]["fusion"], run.n_classes, seen)).to(dev)
+    dhash = data_hash(run.splits)
+    tags = {**{k: str(v) for k, v in config["run"].items()}, "git_commit": code_version(), "data_hash": dhash}
+    tags["config_hash"] = config["hash"]
+    job = Job(config, settings, run, method, model, out_dir, dhash, tags, phases, started)
+    run.collect = job.collect
+    return job
+
+
+def at_chance_flags(val_acc: float, n_classes: int) -> list[str]:
+    """["at_chance"] when the final validation accuracy is within AT_CHANCE_MARGIN of chance (100 / n_classes)."""
+    return ["at_chance"] if val_acc < 100.0 / n_classes * (1.0 + AT_CHANCE_MARGIN) else []
+
+
+def train(config: dict, device: str | None = None, restart: bool = False, replace_stale: bool = False) -> dict:
     """Train (or resume) one run and evaluate it; returns what metrics.json holds.
 
     A checkpoint of another configuration or data is refused, unless `replace_stale`: the workflow's jobs pass
     it, since the engine reruns a cell exactly when its values changed, so its old checkpoint is of no use.
     """
-    phases, started = Phases(), time.perf_counter()
-    run_cfg, tcfg = config["run"], config["train"]
-    out_dir = Path(config["paths"]["run_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = pick_device(device)
-    seed_everything(run_cfg["seed"])
-    run = phases.timed("data", open_run, config, dev)
-    spec = method_spec(run_cfg["method"])
-    method: Method = load_method(run_cfg["method"])(spec, config["method"], run)
-
-    def prepare(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return prepare_inputs(inputs, run.modalities, tcfg)
-
-    def collect_split(model: torch.nn.Module, split: str) -> dict:
-        return collect(model, method.predict, run.splits[split], dev, prepare)
-
-    run.collect = collect_split
-    seen = {spec.modality: run.modalities[spec.modality]} if spec.modality else dict(run.modalities)
-    model = method.build_model(ModelSpec(tcfg["encoder"], run_cfg["fusion"], run.n_classes, seen)).to(dev)
-    eval_splits = {"train": run.splits["train_eval"], "val": run.splits["val"], "test": run.splits["test"]}
-    chash, dhash = config["hash"], data_hash(run.splits)
-    if chash != digest(hashed_config(config)):
-        raise TrainingError(
-            f"{out_dir}: the configuration's hash {chash} does not match its values; resolve it "
-            f"again (bml plan) instead of editing it"
-        )
-    tags = {
-        **{k: str(v) for k, v in run_cfg.items()},
-        "git_commit": code_version(),
-        "data_hash": dhash,
-        "config_hash": chash,
-    }
-
-    def final_metrics(m: torch.nn.Module, collected: dict | None = None) -> dict[str, float]:
-        return evaluate_model(
-            m,
-            method.predict,
-            eval_splits,
-            dev,
-            prepare,
-            config["eval"],
-            run_cfg["seed"],
-            run.n_classes,
-            extra=method.evaluations,
-            collected=collected,
-        )
-
-    if not spec.trains:  # the ensemble: evaluate the runs it combines
-        tracker = open_tracker(config["tracking"], run_cfg, tags)
-        final = phases.timed("final_evaluation", final_metrics, model)
-        phases.add("total", time.perf_counter() - started)
-        result = write_metrics(
-            out_dir,
-            config,
-            dhash,
-            tags["git_commit"],
-            tracker.run_id,
-            None,
-            {"best": final, "last": final},
-            phases.seconds,
-        )
+    job = start_job(config, device)
+    if not job.method.spec.trains:
+        return evaluate_only(job)
+    ts = job.settings
+    services = StepServices(job.run.device, ts.precision, ts.grad_clip, ts.accumulate)
+    optimizer = build_optimizer(job.method.param_groups(job.model), ts.optimizer)
+    parts = Parts(job.model, optimizer, build_scheduler(optimizer, ts.scheduler, ts.epochs), services, job.method)
+    record = resume(job, parts, restart, replace_stale)
+    with job.phases("tracking"):
+        tracker = open_tracker(config["tracking"], config["run"], job.tags, record.mlflow_run_id)
         tracker.log_params(config)
-        tracker.log_metrics({"test": result["test"]}, step=0)
-        tracker.end()
-        log(f"{spec.title}: test acc {final['acc']:.2f}")
-        return result
-
-    optimizer = build_optimizer(method.param_groups(model), tcfg["optimizer"])
-    scheduler = build_scheduler(optimizer, tcfg["scheduler"], tcfg["epochs"])
-    start_epoch, history, best, run_id = 0, [], None, None
-    ckpt_path, best_path = out_dir / CHECKPOINT, out_dir / BEST
-    ckpt = load(ckpt_path, dev) if ckpt_path.exists() and not restart else None
-    if ckpt is not None and (ckpt["config_hash"] != chash or ckpt["data_hash"] != dhash):
-        what = "configuration" if ckpt["config_hash"] != chash else "data"
-        if not replace_stale:
-            raise TrainingError(
-                f"{ckpt_path}: checkpoint of another {what} (hash {ckpt['config_hash']}/"
-                f"{ckpt['data_hash']}, this run {chash}/{dhash}); delete {out_dir} or pass "
-                f"--restart to start over"
-            )
-        log(
-            f"{ckpt_path}: checkpoint of another {what}; the workflow reran this cell for its new values: starting over"
-        )
-        ckpt = None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        method.load_state_dict(ckpt["method"])
-        start_epoch, history, best, run_id = ckpt["epoch"], ckpt["history"], ckpt["best"], ckpt["mlflow_run_id"]
-        set_rng_state(ckpt["rng"])
-        log(f"resuming {out_dir} after epoch {start_epoch}")
-
-    tracker = phases.timed("tracking", open_tracker, config["tracking"], run_cfg, tags, run_id)
-    phases.timed("tracking", tracker.log_params, config)
-    status = "FAILED"
-
-    def stop(what: str, epoch: int, step: int | None) -> TrainingError:
-        at = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
-        kept = (
-            f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {ckpt_path}"
-            if history
-            else "no checkpoint was written yet"
-        )
-        return TrainingError(f"{out_dir}: {what} at {at}; {kept}. Lower train.optimizer.lr or check the inputs.")
-
+    record.mlflow_run_id, start_epoch, collected, status = tracker.run_id, record.epoch, None, "FAILED"
     try:
-        for epoch in _progress(
-            range(start_epoch, tcfg["epochs"]), desc="epochs", initial=start_epoch, total=tcfg["epochs"]
-        ):
-            epoch_started = time.perf_counter()
-            model.train()
-            method.on_epoch_start(EpochContext(run, model, epoch))
-            samples = method.epoch_samples(EpochContext(run, model, epoch))
-            loader = make_loader(
-                run.splits["train"],
-                tcfg["batch_size"],
-                epoch,
-                tcfg["num_workers"],
-                pin_memory=dev.type == "cuda",
-                indices=None if samples is None else samples.indices,
-            )
-            n_steps = len(loader)
-            sums, seen_n = {}, 0
-            for step, raw in enumerate(_progress(loader, desc=f"epoch {epoch + 1}", total=n_steps)):
-                batch = _to_batch(raw, dev, prepare, samples)
-                ctx = StepContext(run, model, optimizer, epoch, step, n_steps)
-                try:
-                    values = method.training_step(ctx, batch)
-                except LossNotFinite as err:
-                    raise stop(f"loss is not finite ({err})", epoch, step) from None
-                bad = _nonfinite_parameters(model)
-                if bad:
-                    raise stop(
-                        f"weights are not finite after the optimizer step ({bad[0]}"
-                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
-                        + ")",
-                        epoch,
-                        step,
-                    )
-                n = batch.labels.shape[0]
-                seen_n += n
-                for name, value in values.items():
-                    sums[name] = sums.get(name, 0.0) + value * n
-            train_time = time.perf_counter() - epoch_started
-            phases.add("training_steps", train_time)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            method.on_epoch_end(EpochContext(run, model, epoch))
-            epoch_end_time = time.perf_counter() - epoch_started - train_time
-            phases.add("method_epoch_end", epoch_end_time)
-
-            due = tcfg["probe_every"] > 0 and ((epoch + 1) % tcfg["probe_every"] == 0 or epoch + 1 == tcfg["epochs"])
-            try:
-                val, last_collected = _validate(model, collect_split, config, run.n_classes, due, phases)
-            except NonFiniteError as err:
-                raise stop(str(err), epoch, None) from None
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": sum(sums.values()) / max(seen_n, 1),
-                "lr": lr,
-                **({f"loss_{k}": v / seen_n for k, v in sums.items()} if len(sums) > 1 else {}),
-                **val,
-                **method.epoch_log(),
-            }
-            # wall times, never compared between runs: the whole epoch, its training steps per step, and the
-            # method's end-of-epoch work (Re-learning's diagnosis)
-            row["epoch_time_s"] = time.perf_counter() - epoch_started
-            row["step_time_ms"] = 1e3 * train_time / max(n_steps, 1)
-            row["epoch_end_time_s"] = epoch_end_time
-            history.append(row)
-            t0 = time.perf_counter()
-            if best is None or row["val_acc"] > best["val_acc"]:
-                best = {"epoch": epoch + 1, "val_acc": row["val_acc"]}
-                save_atomic(
-                    {"model": model.state_dict(), "epoch": epoch + 1, "config": config, "config_hash": chash}, best_path
-                )
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "method": method.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best": best,
-                    "rng": rng_state(),
-                    "config": config,
-                    "config_hash": chash,
-                    "data_hash": dhash,
-                    "mlflow_run_id": tracker.run_id,
-                },
-                ckpt_path,
-            )
-            phases.add("checkpoints", time.perf_counter() - t0)
-            phases.timed("tracking", tracker.log_metrics, {k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
-            log(
-                f"epoch {epoch + 1}/{tcfg['epochs']}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.2f}"
+        for epoch in _progress(range(start_epoch, ts.epochs), desc="epochs", initial=start_epoch, total=ts.epochs):
+            row, collected = train_epoch(job, parts, epoch, record)
+            record.history.append(row)
+            record.epoch = epoch + 1
+            save_checkpoint(job, parts, record, row)
+            with job.phases("tracking"):
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
+            log.info(
+                f"epoch {epoch + 1}/{ts.epochs}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.2f}"
                 + "".join(f"  {k} {v:.2f}" for k, v in row.items() if k.startswith(("val_acc_", "val_probe_")))
             )
-
-        last_epoch = history[-1]["epoch"] if history else tcfg["epochs"]
-        # the last epoch's validation already collected val (and train, probes being due) from this model
-        reuse = (
-            last_collected
-            if history and history[-1]["epoch"] == tcfg["epochs"] and start_epoch < tcfg["epochs"]
-            else None
-        )
-        final = {"last": phases.timed("final_evaluation", final_metrics, model, reuse)}
-        if best["epoch"] == last_epoch:  # the best checkpoint is the model in hand: one evaluation serves both
+        # the last epoch's validation collected val, test (and train, probes being due) from this very model
+        final = {"last": job.final_metrics(job.model, collected)}
+        if record.best["epoch"] == record.epoch:  # the best checkpoint is the model in hand: one evaluation serves both
             final["best"] = final["last"]
         else:
-            model.load_state_dict(load(best_path, dev)["model"])
-            final["best"] = phases.timed("final_evaluation", final_metrics, model)
-        write_history(out_dir, history)
-        phases.add("total", time.perf_counter() - started)
-        result = write_metrics(
-            out_dir, config, dhash, tags["git_commit"], tracker.run_id, best["epoch"], final, phases.seconds
-        )
-        tracker.log_metrics({"test": final}, step=tcfg["epochs"])
-        tracker.log_run_files(out_dir)
+            job.model.load_state_dict(best_weights(job, record))
+            final["best"] = job.final_metrics(job.model)
+        result = job.write_result(record, tracker, final)
+        with job.phases("tracking"):
+            tracker.log_run_files(job.out_dir)
         status = "FINISHED"
+        warn_if_at_chance(result, job)
         return result
     finally:
         tracker.end(
             status if status == "FINISHED" else ("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
         )
+
+
+def evaluate_only(job: Job) -> dict[str, Any]:
+    """A method that trains nothing (the ensemble): its model evaluated once, as both best and last."""
+    with job.phases("tracking"):
+        tracker = open_tracker(job.config["tracking"], job.config["run"], job.tags)
+        tracker.log_params(job.config)
+    final = job.final_metrics(job.model)
+    record = Checkpoint.empty(job.config, job.data_hash)
+    result = job.write_result(record, tracker, {"best": final, "last": final})
+    tracker.end()
+    log.info(f"{job.method.spec.title}: test acc {final['acc']:.2f}")
+    warn_if_at_chance(result, job)
+    return result
+
+
+def warn_if_at_chance(result: dict, job: Job) -> None:
+    if "at_chance" in result["flags"]:
+        log.warning(
+            f"{job.out_dir}: final validation accuracy {result['test']['last']['val_acc']:.2f} is at chance "
+            f"({100.0 / job.run.n_classes:.2f} for {job.run.n_classes} classes): the run learned nothing"
+        )
+
+
+def resume(job: Job, parts: Parts, restart: bool, replace_stale: bool) -> Checkpoint:
+    """The checkpoint to continue from, restored into `parts`; a fresh record when there is none (or a damaged
+    one, moved aside, or, for the workflow, one of another configuration)."""
+    path, fresh = job.out_dir / CHECKPOINT, Checkpoint.empty(job.config, job.data_hash)
+    if restart or not path.exists():
+        return fresh
+    try:
+        record = Checkpoint.load(path, job.run.device)
+    except DamagedFile as err:
+        log.warning(f"{err}: starting over")
+        return fresh
+    if (record.config_hash, record.data_hash) != (fresh.config_hash, fresh.data_hash):
+        what = "configuration" if record.config_hash != fresh.config_hash else "data"
+        if not replace_stale:
+            raise TrainingError(
+                f"{path}: checkpoint of another {what} (hash {record.config_hash}/{record.data_hash}, this run "
+                f"{fresh.config_hash}/{fresh.data_hash}); delete {job.out_dir} or pass --restart to start over"
+            )
+        log.info(
+            f"{path}: checkpoint of another {what}; the workflow reran this cell for its new values: starting over"
+        )
+        return fresh
+    record.restore(parts)
+    log.info(f"resuming {job.out_dir} after epoch {record.epoch}")
+    return record
+
+
+def train_epoch(job: Job, parts: Parts, epoch: int, record: Checkpoint) -> tuple[dict[str, float], dict[str, dict]]:
+    """One epoch's steps, end-of-epoch hooks and validation (test recorded aside): its history row, and what
+    validation collected from the model."""
+    run, method, model, ts, phases = job.run, job.method, job.model, job.settings, job.phases
+    epoch_started = time.perf_counter()
+    model.train()
+    method.on_epoch_start(EpochContext(run, model, epoch))
+    samples = method.epoch_samples(EpochContext(run, model, epoch))
+    indices = None if samples is None else samples.indices
+    loader = make_loader(run.splits["train"], ts.batch_size, epoch, ts.num_workers, run.device.type == "cuda", indices)
+    sums, seen_n = {}, 0
+    with phases("training_steps"):
+        for step, raw in enumerate(_progress(loader, desc=f"epoch {epoch + 1}", total=len(loader))):
+            batch = _to_batch(raw, run.device, job.prepare, samples)
+            ctx = StepContext(run, model, parts.optimizer, epoch, step, len(loader), parts.services)
+            try:
+                with parts.services.autocast():
+                    values = method.training_step(ctx, batch)
+            except LossNotFinite as err:
+                raise stop(job, record, f"loss is not finite ({err})", epoch, step) from None
+            bad = _nonfinite_state(model)
+            if bad:
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                raise stop(
+                    job,
+                    record,
+                    f"weights or running statistics are not finite after the optimizer step ({bad[0]}{more})",
+                    epoch,
+                    step,
+                )
+            seen_n += batch.labels.shape[0]
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value * batch.labels.shape[0]
+    train_time = time.perf_counter() - epoch_started
+    lr = parts.optimizer.param_groups[0]["lr"]
+    parts.scheduler.step()
+    with phases("method_epoch_end"):
+        method.on_epoch_end(EpochContext(run, model, epoch))
+    epoch_end_time = time.perf_counter() - epoch_started - train_time
+    try:
+        val, collected = validate(job, model, ts.probes_due(epoch))
+        collected["test"] = record_test(job, model, epoch, record)
+    except NonFiniteError as err:
+        raise stop(job, record, str(err), epoch, None) from None
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": sum(sums.values()) / max(seen_n, 1),
+        "lr": lr,
+        **({f"loss_{k}": v / seen_n for k, v in sums.items()} if len(sums) > 1 else {}),
+        **val,
+        **method.epoch_log(),
+    }
+    # wall times, never compared between runs: the whole epoch, its training steps per step, and the
+    # method's end-of-epoch work (Re-learning's diagnosis)
+    row["epoch_time_s"] = time.perf_counter() - epoch_started
+    row["step_time_ms"] = 1e3 * train_time / max(len(loader), 1)
+    row["epoch_end_time_s"] = epoch_end_time
+    return row, collected
+
+
+def stop(job: Job, record: Checkpoint, what: str, epoch: int, step: int | None) -> TrainingError:
+    at = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
+    kept = (
+        f"the last good checkpoint (epoch {record.epoch}) is kept in {job.out_dir / CHECKPOINT}"
+        if record.history
+        else "no checkpoint was written yet"
+    )
+    return TrainingError(f"{job.out_dir}: {what} at {at}; {kept}. Lower train.optimizer.lr or check the inputs.")
+
+
+def _nonfinite_state(model: torch.nn.Module) -> list[str]:
+    """The parameters and floating-point buffers (BatchNorm's running statistics) holding a NaN or an infinity.
+    One fused check first: one device sync per step on a GPU, not one per tensor; the names only when something
+    is wrong."""
+    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
+    if torch.stack([torch.isfinite(t).all() for _, t in tensors]).all():
+        return []
+    return [name for name, t in tensors if not torch.isfinite(t).all()]
+
+
+def save_checkpoint(job: Job, parts: Parts, record: Checkpoint, row: dict[str, float]) -> None:
+    """best.pt when validation accuracy improved (its weights also kept in the record), then checkpoint.pt."""
+    with job.phases("checkpoints"):
+        if record.best is None or row["val_acc"] > record.best["val_acc"]:
+            record.best = {"epoch": row["epoch"], "val_acc": row["val_acc"]}
+            record.best_model = {k: v.detach().to("cpu", copy=True) for k, v in job.model.state_dict().items()}
+            save_best(job, record)
+        record.save(job.out_dir / CHECKPOINT, parts)
+
+
+def save_best(job: Job, record: Checkpoint) -> None:
+    best = {"model": record.best_model, "epoch": record.best["epoch"], "config": job.config}
+    save_atomic({**best, "config_hash": job.config["hash"]}, job.out_dir / BEST)
+
+
+def best_weights(job: Job, record: Checkpoint) -> dict[str, torch.Tensor]:
+    """The best epoch's weights; best.pt checked on the way, and written again from the record if damaged."""
+    try:
+        load(job.out_dir / BEST, job.run.device)
+    except (DamagedFile, FileNotFoundError) as err:
+        log.warning(f"{err}: writing it again from the checkpoint's copy of epoch {record.best['epoch']}")
+        save_best(job, record)
+    return record.best_model
+
+
+def validate(job: Job, model: torch.nn.Module, with_probes: bool) -> tuple[dict[str, float], dict[str, dict]]:
+    """Validation metrics of one epoch (never test): accuracy, per-modality accuracy, probes when due; and what
+    was collected ({"val": ..., "train": ...}), which the final evaluation of this same model reuses."""
+    with job.phases("validation"):
+        found = job.collect(model, "val")
+    metrics = {f"val_{k}": v for k, v in classification_metrics(found["logits"], found["label"]).items()}
+    metrics.update({f"val_{k}": v for k, v in modality_accuracies(found).items()})
+    collected = {"val": found}
+    if with_probes:
+        ev = job.config["eval"]
+        with job.phases("probes"):
+            collected["train"] = train = job.collect(model, "train_eval")
+            found_probes = probes(train, found, None, tuple(ev["probe_cs"]), ev["probe_max_iter"], job.run.n_classes)
+        metrics.update({f"val_{k}": v for k, v in found_probes.items()})
+    return metrics, collected
+
+
+def record_test(job: Job, model: torch.nn.Module, epoch: int, record: Checkpoint) -> dict:
+    """Test accuracy after this epoch, into the record no selection reads (test_by_epoch); collected under a
+    kept RNG state, so recording it leaves the training's random stream as it would be without."""
+    with job.phases("test_by_epoch"), kept_rng():
+        found = job.collect(model, "test")
+    record.test_by_epoch["epoch"].append(epoch + 1)
+    record.test_by_epoch["acc"].append(classification_metrics(found["logits"], found["label"])["acc"])
+    return found
 
 
 def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Samples | None) -> Batch:
@@ -361,26 +442,3 @@ def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Sampl
             masks[m] = torch.as_tensor(np.asarray(mask, dtype=bool)[raw["position"].numpy()], device=device)
             inputs[m] = inputs[m] * masks[m].view(-1, *[1] * (inputs[m].dim() - 1)).to(inputs[m].dtype)
     return Batch(inputs, raw["label"].to(device, non_blocking=True), raw["index"].to(device), masks)
-
-
-def _validate(
-    model: torch.nn.Module, collect_split: Callable, config: dict, n_classes: int, with_probes: bool, phases: Phases
-) -> tuple[dict[str, float], dict[str, dict]]:
-    """Validation metrics of one epoch (never test): accuracy, per-modality accuracy, probes when due; and what
-    was collected ({"val": ..., "train": ...}), which the final evaluation of this same model reuses."""
-    found = phases.timed("validation", collect_split, model, "val")
-    metrics = {f"val_{k}": v for k, v in classification_metrics(found["logits"], found["label"]).items()}
-    metrics.update({f"val_{k}": v for k, v in modality_accuracies(found).items()})
-    collected = {"val": found}
-    if with_probes:
-        collected["train"] = train = phases.timed("probes", collect_split, model, "train_eval")
-        ev = config["eval"]
-        metrics.update(
-            {
-                f"val_{k}": v
-                for k, v in phases.timed(
-                    "probes", probes, train, found, None, tuple(ev["probe_cs"]), ev["probe_max_iter"], n_classes
-                ).items()
-            }
-        )
-    return metrics, collected

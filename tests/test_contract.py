@@ -23,7 +23,6 @@ import torch.nn.functional as F
 import yaml
 from conftest import PARAMS, cell_config
 from test_methods_resume import (  # noqa: F401 (one_torch_thread: an autouse fixture)
-    QUIET,
     assert_same_run,
     history,
     interrupted_and_resumed,
@@ -98,7 +97,7 @@ def test_a_method_that_owns_its_step_takes_one_optimizer_step_per_modality(packe
     monkeypatch.setattr(AlternatingSteps, "runs", [])
     name = register(monkeypatch, AlternatingSteps)
     config = cell_config(packed_avdigits, tmp_path, name, "concat", epochs=2)
-    result = train(config, log=QUIET)
+    result = train(config)
     (method,) = AlternatingSteps.runs
     n_train, batch_size = len(np.load(Path(config["paths"]["packed_dir"]) / "train.npy", mmap_mode="r")), 64
     batches = 2 * math.ceil(n_train / batch_size)  # 2 epochs of ceil(84 / 64) = 2 batches
@@ -150,7 +149,7 @@ def test_a_method_that_chooses_its_samples_gets_exactly_those(packed_avdigits, t
     monkeypatch.setattr(HalfCopiesOneModality, "runs", [])
     name = register(monkeypatch, HalfCopiesOneModality)
     whole_config = cell_config(packed_avdigits, tmp_path / "whole", name, "concat", epochs=3)
-    whole = train(whole_config, log=QUIET)
+    whole = train(whole_config)
     (method,) = HalfCopiesOneModality.runs
     seed, batch_size = whole_config["run"]["seed"], whole_config["train"]["batch_size"]
     n_train = len(np.load(Path(whole_config["paths"]["packed_dir"]) / "train.npy", mmap_mode="r"))
@@ -216,7 +215,7 @@ class EntropyFusion(Method):
 def test_final_metrics_come_from_the_methods_predict(packed_avdigits, tmp_path, monkeypatch):
     name = register(monkeypatch, EntropyFusion, fusions="split")
     config = cell_config(packed_avdigits, tmp_path, name, "concat", epochs=2)
-    last = train(config, log=QUIET)["test"]["last"]
+    last = train(config)["test"]["last"]
     # the last model, run by hand over the test split: its per-modality logits, fused by entropy in numpy
     modalities, tcfg = config["data"]["modalities"], config["train"]
     test = PackedSplit(config["paths"]["packed_dir"], "test", modalities, tcfg["eval_frames"], train=False)
@@ -269,7 +268,7 @@ class HeadsAtATenth(Method):
 def test_a_method_adds_heads_with_their_own_learning_rate(packed_avdigits, tmp_path, monkeypatch):
     name = register(monkeypatch, HeadsAtATenth)
     config = cell_config(packed_avdigits, tmp_path, name, "concat", epochs=2)
-    result = train(config, log=QUIET)
+    result = train(config)
     lr = config["train"]["optimizer"]["lr"]
     saved = torch.load(run_folder(config) / CHECKPOINT, weights_only=False)
     groups = saved["optimizer"]["param_groups"]
@@ -329,7 +328,7 @@ def test_three_modalities_train_with_joint_concat_and_evaluate(avdigits3, tmp_pa
     data_root, params = avdigits3
     config = cell_config(data_root, tmp_path, "joint", "concat", epochs=2, params_dir=params, dataset="avdigits3")
     assert config["data"]["modalities"] == THREE
-    best = train(config, log=QUIET)["test"]["best"]
+    best = train(config)["test"]["best"]
     for m in THREE:
         for metric in ("probe", "acc", "acc_zero", "acc_noise"):
             assert 0.0 <= best[f"{metric}_{m}"] <= 100.0, (metric, m)
@@ -343,7 +342,7 @@ def test_three_modalities_train_with_joint_concat_and_evaluate(avdigits3, tmp_pa
 def test_mmpareto_trains_on_three_modalities(avdigits3, tmp_path):
     data_root, params = avdigits3
     config = cell_config(data_root, tmp_path, "mmpareto", "concat", epochs=1, params_dir=params, dataset="avdigits3")
-    best = train(config, log=QUIET)["test"]["best"]
+    best = train(config)["test"]["best"]
     (row,) = history(config)
     assert {f"conflict_{m}" for m in THREE} <= set(row) and {f"loss_{m}" for m in THREE} <= set(row)
     assert finite(best)

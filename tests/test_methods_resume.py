@@ -13,12 +13,11 @@ import pytest
 import torch
 from conftest import cell_config
 
-import bml.train
+import bml.checkpoint
 from bml.methods.base import RunContext
 from bml.results import CHECKPOINT, HISTORY, WALL_TIMES, read_history
 from bml.train import train
 
-QUIET = lambda _msg: None  # noqa: E731
 AV = {"audio": "audio", "visual": "frames"}  # avdigits' modalities (params/datasets/avdigits.yaml)
 
 
@@ -53,7 +52,7 @@ class Interrupted(Exception):
 
 def interrupted_and_resumed(config: dict, monkeypatch) -> dict:
     """Train `config`, stopped right after its first checkpoint, then resume it from a scrambled RNG."""
-    original = bml.train.save_atomic
+    original = bml.checkpoint.save_atomic
 
     def stop_after_epoch_1(obj, path):
         original(obj, path)
@@ -61,13 +60,13 @@ def interrupted_and_resumed(config: dict, monkeypatch) -> dict:
             raise Interrupted
 
     with monkeypatch.context() as patch:
-        patch.setattr(bml.train, "save_atomic", stop_after_epoch_1)
+        patch.setattr(bml.checkpoint, "save_atomic", stop_after_epoch_1)
         with pytest.raises(Interrupted):
-            train(config, log=QUIET)
+            train(config)
     assert torch.load(run_folder(config) / CHECKPOINT, weights_only=False)["epoch"] == 1
     torch.manual_seed(12345)  # the resumed run must not depend on the process's random state
     np.random.seed(12345)
-    return train(config, log=QUIET)
+    return train(config)
 
 
 def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_config: dict) -> None:
@@ -96,7 +95,7 @@ ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "rel
 @pytest.mark.parametrize("method", sorted(ACTIVE))
 def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkeypatch, method):
     whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, epochs=3, sets=ACTIVE[method])
-    whole = train(whole_config, log=QUIET)
+    whole = train(whole_config)
     cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, epochs=3, sets=ACTIVE[method])
     resumed = interrupted_and_resumed(cut_config, monkeypatch)
     assert_same_run(whole, whole_config, resumed, cut_config)

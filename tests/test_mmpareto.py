@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import cell_config
-from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
+from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.methods import method_spec
 from bml.methods.base import Batch, StepContext
@@ -123,7 +123,7 @@ def test_per_modality_logits_come_from_mmparetos_own_heads():
 
 def test_a_short_run_on_tiny_avdigits_logs_the_conflicts(packed_avdigits, tmp_path):
     config = cell_config(packed_avdigits, tmp_path, "mmpareto", "concat", epochs=2)
-    result = train(config, log=QUIET)
+    result = train(config)
     for row in history(config):
         for column in ("loss_mm", "loss_audio", "loss_visual", "cosine_audio", "cosine_visual"):
             assert column in row, column

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import cell_config
-from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
+from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.config import ConfigError
 from bml.methods import method_spec
@@ -150,7 +150,7 @@ def test_a_short_run_on_tiny_avdigits_logs_the_coefficients(packed_avdigits, tmp
     # 2 epochs: every method's windows shrink by 2/100, so ogm's 6-epoch warm-up is gone (0.12 -> 0)
     config = cell_config(packed_avdigits, tmp_path, method, "concat", epochs=2)
     assert config["method"]["noise"] is (method != "ogm_noise_free")
-    result = train(config, log=QUIET)
+    result = train(config)
     rows = history(config)
     assert len(rows) == 2
     for row in rows:
@@ -162,7 +162,7 @@ def test_a_short_run_on_tiny_avdigits_logs_the_coefficients(packed_avdigits, tmp
 def test_a_scaled_warm_up_holds_the_first_epoch_back_in_a_real_run(packed_avdigits, tmp_path):
     # warm-up 50 of 100 epochs on a 2-epoch run: 1 epoch (0) unmodulated, then epoch 1 modulated
     config = cell_config(packed_avdigits, tmp_path, "ogm", "concat", epochs=2, sets=("method.warmup_epochs=50",))
-    train(config, log=QUIET)
+    train(config)
     first, second = history(config)
     assert first["coef_audio"] == first["coef_visual"] == 1.0 and first["modulated_steps"] == 0.0
     assert min(second["coef_audio"], second["coef_visual"]) < 1.0 and second["modulated_steps"] > 0.0

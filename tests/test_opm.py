@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from conftest import cell_config
-from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
+from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.methods import method_spec
 from bml.methods.base import Batch, StepContext
@@ -125,7 +125,7 @@ def test_the_warm_up_scales_with_the_protocol_length(epochs, first_drop):
 
 def test_a_short_run_on_tiny_avdigits_logs_the_drop(packed_avdigits, tmp_path):
     config = cell_config(packed_avdigits, tmp_path, "opm", "concat", epochs=2, sets=("method.warmup_epochs=0",))
-    result = train(config, log=QUIET)
+    result = train(config)
     rows = history(config)
     for row in rows:
         for column in ("drop_prob_audio", "drop_prob_visual", "dropped_steps", "kept_audio", "kept_visual"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import cell_config
-from test_methods_resume import QUIET, history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
+from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.methods import method_spec
 from bml.methods.relearning import Relearning, blend_towards, cluster_purity, relearn_epochs, relearn_weight
@@ -99,7 +99,7 @@ def test_blend_moves_parameters_towards_the_initial_state_and_leaves_buffers():
 def test_a_short_run_on_tiny_avdigits_logs_the_diagnosis(packed_avdigits, tmp_path):
     # 3 epochs: the scaled schedule re-learns after (0-based) epoch 1 only
     config = cell_config(packed_avdigits, tmp_path, "relearning", "concat", epochs=3)
-    result = train(config, log=QUIET)
+    result = train(config)
     rows = history(config)
     for m in ("audio", "visual"):
         w = rows[1][f"relearn_weight_{m}"]

@@ -49,3 +49,33 @@ def test_eight_concurrent_writers_lose_no_run_and_no_metric(tmp_path, monkeypatc
         assert run.data.tags["mlflow.source.name"] == "bml train"
         assert run.data.tags["mlflow.source.git.commit"] == "abc"
         assert any(k.startswith("system/") for k in run.data.metrics)  # system metrics, sampled during the run
+
+
+def test_a_failing_tracking_call_is_retried_once_then_tracking_goes_off_with_one_warning(caplog):
+    import logging
+
+    from bml.tracking import GuardedTracker, NoTracker
+
+    guard = GuardedTracker("sqlite:///somewhere/mlflow.db", NoTracker())
+    tries = []
+
+    def locked_once() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise OSError("database is locked")
+        return "logged"
+
+    with caplog.at_level(logging.WARNING, logger="bml"):
+        assert guard.call("logging metrics", locked_once) == "logged" and len(tries) == 2
+        assert not caplog.records  # a transient failure, retried: nothing to say
+
+        def broken() -> None:
+            tries.append(1)
+            raise ValueError("file is not a database\nand more lines")
+
+        assert guard.call("logging metrics", broken, fallback="none") == "none" and len(tries) == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        "MLflow store sqlite:///somewhere/mlflow.db: logging metrics failed (ValueError: file is not a database); "
+        "the run goes on without tracking"
+    ]
+    assert isinstance(guard.tracker, NoTracker)

@@ -18,6 +18,9 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
       after_backward(model, out, batch, ctx)               # scale or replace gradients
       ctx.optimizer_step()                                 # the optimizer step (and the loop's services)
 
+  The loop runs `training_step` under the precision's autocast; `ctx.backward` and `ctx.optimizer_step`
+  bring the scaler, clipping and accumulation (StepServices), so a method never handles them itself.
+
 - test time: `predict(model, inputs)` (the default is the model's own output);
 - other runs: a method's `requires` (bml/methods/__init__.py) names the runs it reads; the plan turns
   them into workflow edges and `ctx.run.required` gives their folders;
@@ -30,6 +33,7 @@ go through `record` (means per epoch in history.csv and MLflow); anything kept a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,9 +91,65 @@ class EpochContext:
     epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end)
 
 
+class StepServices:
+    """The step's services, the same for every method and off by default: mixed precision (`precision`),
+    gradient clipping (`grad_clip`) and gradient accumulation (`accumulate`), from the train settings.
+
+    bf16 runs the step under autocast to bfloat16; fp16 under autocast to float16 with a GradScaler (the loss is
+    scaled before backward, the gradients unscaled before clipping and the step, a step with infinite gradients
+    skipped). Backward runs outside autocast. With `accumulate` k, each loss is divided by k and the optimizer
+    steps after every k-th batch (and the epoch's last); a method that replaces gradients (MMPareto) sees the
+    accumulated ones.
+    """
+
+    def __init__(
+        self, device: torch.device, precision: str = "fp32", grad_clip: float | None = None, accumulate: int = 1
+    ) -> None:
+        self.device_type, self.precision, self.grad_clip, self.accumulate = (
+            device.type,
+            precision,
+            grad_clip,
+            accumulate,
+        )
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor, **kw) -> None:
+        if self.accumulate > 1:
+            loss = loss / self.accumulate
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        with torch.autocast(self.device_type, enabled=False) if self.dtype is not None else contextlib.nullcontext():
+            loss.backward(**kw)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if self.grad_clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {"scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
 @dataclass
 class StepContext:
-    """One training step: where the loop is, and the loop's services (backward, optimizer step)."""
+    """One training step: where the loop is, and the loop's services (zero_grad, backward, optimizer step)."""
 
     run: RunContext
     model: nn.Module
@@ -97,15 +157,24 @@ class StepContext:
     epoch: int  # 0-based
     step: int  # 0-based within the epoch
     steps_per_epoch: int
+    services: StepServices | None = None  # None: fp32, no clipping, no accumulation
+
+    def __post_init__(self) -> None:
+        if self.services is None:
+            self.services = StepServices(torch.device("cpu"))
 
     def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        """At the first batch of each accumulation group only (every batch by default)."""
+        if self.step % self.services.accumulate == 0:
+            self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor, **kw) -> None:
-        loss.backward(**kw)
+        self.services.backward(loss, **kw)
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()
+        """After the last batch of each accumulation group (every batch by default) and the epoch's last."""
+        if (self.step + 1) % self.services.accumulate == 0 or self.step + 1 == self.steps_per_epoch:
+            self.services.step(self.optimizer)
 
 
 class LossNotFinite(FloatingPointError):
