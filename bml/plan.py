@@ -43,8 +43,8 @@ from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
 from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
-from bml.stage_code import file_hashes, stage_code
 from bml.settings import STEP_DEFAULTS
+from bml.stage_code import file_hashes, stage_code
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 EVERY_RUN = "every"  # a matrix block's `runs: every`: every method with every fusion head it works with

@@ -122,6 +122,7 @@ def write_metrics(
     timings: dict[str, float],
     flags: list[str],
     test_by_epoch: dict[str, list],
+    runtime: dict | None = None,
 ) -> dict[str, Any]:
     """metrics.json, written last: its presence means the run finished.
 
@@ -142,6 +143,7 @@ def write_metrics(
         "flags": flags,
         "test_by_epoch": test_by_epoch,
         "timings_s": timings,
+        "runtime": runtime or {},  # the CPU, kernels, threads and versions it ran with (bml/runtime.py)
         "config": config,
     }
     _write_atomic(run_dir / METRICS, json.dumps(result, indent=2) + "\n")

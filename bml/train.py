@@ -45,6 +45,7 @@ from bml.models.model import ModelSpec
 from bml.optim import build_optimizer, build_scheduler
 from bml.plan import digest, hashed_config
 from bml.results import BEST, CHECKPOINT, code_version, write_history, write_metrics
+from bml.runtime import configure_torch, provenance
 from bml.settings import TrainSettings
 from bml.tracking import open_tracker
 
@@ -165,6 +166,7 @@ class Job:
             self.phases.seconds,
             flags=flags,
             test_by_epoch=record.test_by_epoch,
+            runtime=provenance(),
         )
         with self.phases("tracking"):
             tracker.log_metrics({"test": final}, step=record.epoch)
@@ -182,6 +184,7 @@ def start_job(config: dict, device: str | None) -> Job:
             f"{out_dir}: the configuration's hash {config['hash']} does not match its values; resolve it "
             f"again (bml plan) instead of editing it"
         )
+    configure_torch()  # the pinned kernels and one thread (bml/runtime.py), whoever called train()
     dev = pick_device(device)
     seed_everything(config["run"]["seed"])
     with phases("data"):
@@ -193,6 +196,7 @@ def start_job(config: dict, device: str | None) -> Job:
     dhash = data_hash(run.splits)
     tags = {**{k: str(v) for k, v in config["run"].items()}, "git_commit": code_version(), "data_hash": dhash}
     tags["config_hash"] = config["hash"]
+    tags |= {f"runtime.{k}": str(v) for k, v in provenance().items()}  # what the numbers were computed with
     job = Job(config, settings, run, method, model, out_dir, dhash, tags, phases, started)
     run.collect = job.collect
     return job
