@@ -97,8 +97,9 @@ def closure(entries: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def stage_code(kind: str, *modules: str) -> tuple[str, ...]:
-    """The files whose change reruns a stage of `kind` (plus `modules`: a training cell's method)."""
-    return closure(ENTRIES[kind] + modules)
+    """The files whose change reruns a stage of `kind` (plus `modules`: a training cell's method; one defined
+    outside the package, as a test registers, is not the project's code)."""
+    return closure(ENTRIES[kind] + tuple(m for m in modules if m == "bml" or m.startswith("bml.")))
 
 
 def file_hashes(files: tuple[str, ...], root: Path) -> dict[str, str]:

@@ -121,6 +121,7 @@ def ogm_waveform(x: np.ndarray) -> np.ndarray:
     return np.clip(np.tile(x, 3)[: 22050 * 3], -1.0, 1.0)
 
 
+@pytest.mark.slow
 def test_ogm_cremad_matches_librosa():
     """Criterion: on magnitudes (exp of the output minus eps), the largest absolute difference is below
     1e-4 of the largest magnitude; and in the log domain every bin agrees to 1e-5 (float32 rounding:

@@ -19,6 +19,7 @@ def read_rows(manifest):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_clips_are_h264_aac_mp4s_with_durations_in_range(tiny_avdigits):
     settings = avdigits_settings("audio_dominant")
     rows = read_rows(tiny_avdigits)
@@ -52,6 +53,7 @@ def test_manifest_columns_labels_and_splits(tiny_avdigits):
     assert all(r["digit_shown"] == r["label"] == r["digit_spoken"] for r in rows)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_manifest_frames_and_samples(tmp_path):
     settings = avdigits_settings("missing_speech")
     a = generate(tmp_path / "a", n_clips=12, seed=3, settings=settings, workers=1, log=lambda _: None)

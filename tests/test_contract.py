@@ -93,6 +93,7 @@ class AlternatingSteps(Method):
         return values
 
 
+@pytest.mark.slow
 def test_a_method_that_owns_its_step_takes_one_optimizer_step_per_modality(packed_avdigits, tmp_path, monkeypatch):
     monkeypatch.setattr(AlternatingSteps, "runs", [])
     name = register(monkeypatch, AlternatingSteps)
@@ -145,6 +146,7 @@ class HalfCopiesOneModality(Method):
         return batch
 
 
+@pytest.mark.slow
 def test_a_method_that_chooses_its_samples_gets_exactly_those(packed_avdigits, tmp_path, monkeypatch):
     monkeypatch.setattr(HalfCopiesOneModality, "runs", [])
     name = register(monkeypatch, HalfCopiesOneModality)

@@ -122,6 +122,7 @@ def untimed(path: Path) -> bytes:
     return "".join("\t".join(line.split("\t")[:3]) + "\n" for line in path.read_text().splitlines()).encode()
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 def test_every_clip_is_packed_or_skipped_with_a_reason(pool, case):

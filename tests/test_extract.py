@@ -255,6 +255,7 @@ def long_clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", seconds=600, size=32, threads=None)
 
 
+@pytest.mark.slow
 def test_a_long_clip_decodes_only_the_recipes_span(long_clip, media):
     row = row_of(long_clip)
     t0 = time.perf_counter()
@@ -400,6 +401,7 @@ extract_shard(rows, {"audio": "audio", "visual": "frames"}, {"span": {"start": 0
 """
 
 
+@pytest.mark.slow
 def test_a_killed_shard_leaves_no_shard_and_a_rerun_completes(media, tmp_path):
     shards = tmp_path / "shards"
     done = [row_of(media["good"], "other")]

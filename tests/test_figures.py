@@ -119,6 +119,7 @@ def test_modulation_curves_without_modulation_columns_still_writes_the_file_with
     figures.plt.close(saved[0])
 
 
+@pytest.mark.slow
 def test_single_seed_cell_still_plots(runs, tmp_path):
     one_seed = [r for r in runs if r.seed == 0]
     for draw in ALL_DRAWS:

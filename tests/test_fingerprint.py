@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import make_data, run
 
 N_CLIPS, SEED = 12, 4
@@ -22,6 +23,7 @@ def _stage(root: Path, *cmd: str, check: bool = True):
     return run([sys.executable, "-m", "bml.cli", *cmd, "--overrides", OVERRIDES], cwd=root, check=check)
 
 
+@pytest.mark.slow
 def test_data_stages_compare_with_the_committed_fingerprint(tmp_path):
     root = make_data(tmp_path, N_CLIPS, SEED)
     pack = ("pack", "--dataset", "avdigits", "--recipe", "embedded")
@@ -43,6 +45,7 @@ def test_data_stages_compare_with_the_committed_fingerprint(tmp_path):
     assert refused.returncode != 0 and "differ from the committed fingerprint" in refused.stderr
 
 
+@pytest.mark.slow
 def test_other_values_are_not_compared(tmp_path):
     """A fingerprint of other values (another n_clips) says nothing about this data."""
     root = make_data(tmp_path, N_CLIPS, SEED)

@@ -92,6 +92,7 @@ def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_conf
 ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "relearning": ()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(ACTIVE))
 def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkeypatch, method):
     whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, epochs=3, sets=ACTIVE[method])

@@ -145,6 +145,7 @@ def test_the_schedule_scales_with_the_protocol_length(warmup, ends, epochs, acti
     assert [method.active(e) for e in range(epochs)] == active
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ogm", "ogm_ge", "ogm_noise_free"])
 def test_a_short_run_on_tiny_avdigits_logs_the_coefficients(packed_avdigits, tmp_path, method):
     # 2 epochs: every method's windows shrink by 2/100, so ogm's 6-epoch warm-up is gone (0.12 -> 0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import release_fixtures.cremad as cremad_fixture
 import release_fixtures.kinetics_sounds as ks_fixture
 import release_fixtures.vggsound as vgg_fixture
@@ -197,6 +198,7 @@ def frames_shape(settings: dict, channels: int = 3) -> tuple[int, ...]:
 CREMAD_ORDER = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 
 
+@pytest.mark.slow
 def test_cremad_release_through_the_pipeline(tmp_path):
     broken = ("lfs_stub", "empty", "missing_wav", "unknown_label", "unlisted", "no_audio_stream")
     root = cremad_fixture.make_tree(tmp_path / "CREMA-D", broken=broken)
@@ -248,6 +250,7 @@ def test_cremad_release_through_the_pipeline(tmp_path):
 # ---- Kinetics-Sounds --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kinetics_sounds_release_through_the_pipeline(tmp_path):
     broken = ("empty", "no_audio_stream", "replacement", "label_conflict", "ambiguous_test")
     root = ks_fixture.make_tree(tmp_path / "kinetics400", broken=broken)
@@ -286,6 +289,7 @@ def test_kinetics_sounds_release_through_the_pipeline(tmp_path):
 # ---- VGGSound ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vggsound_release_through_the_pipeline(tmp_path):
     root = vgg_fixture.make_tree(tmp_path / "VGGSound", broken=vgg_fixture.BROKEN)
     recipe = {"span": SPAN, "audio": {"preset": "ogm_vggsound"}, "visual": FRAMES}
@@ -330,6 +334,7 @@ def ave_id(video_id: str, start: int, end: int, category: str) -> str:
     return f"{video_id}_{start:02d}_{end:02d}_{'_'.join(words)}"
 
 
+@pytest.mark.slow
 def test_ave_release_through_the_pipeline(tmp_path):
     root = ave_fixture.make_tree(tmp_path / "AVE_Dataset", broken=ave_fixture.BROKEN)
     recipe = {"span": SPAN, "audio": {"preset": "ave_stft"}, "visual": FRAMES}
@@ -402,6 +407,7 @@ def check_ucf_splits(out: Outcome) -> None:
     assert groups["test"] == {1} and len(groups["val"]) == 1 and not groups["val"] & groups["train"]
 
 
+@pytest.mark.slow
 def test_ucf101_release_with_farneback_flow_through_the_pipeline(tmp_path):
     broken = ("undecodable", "missing", "unknown_class", "empty")
     root = ucf_fixture.make_tree(tmp_path / "ucf", clips_per_group=1, broken=broken)
@@ -421,6 +427,7 @@ def test_ucf101_release_with_farneback_flow_through_the_pipeline(tmp_path):
     assert all((out.packed[split]["flow"] != ZERO_FLOW).any() for split in SPLITS)
 
 
+@pytest.mark.slow
 def test_ucf101_release_with_tvl1_flow_through_the_pipeline(tmp_path):
     root = ucf_fixture.make_tree(tmp_path / "ucf", clips_per_group=1, with_flow=True, broken=("flow_missing",))
     # A clip whose v/ folder lost every flow frame but the first (an interrupted unzip): listing checks frame 1 of

@@ -196,6 +196,7 @@ class _Page(HTMLParser):
             self.captions += 1
 
 
+@pytest.mark.slow
 def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tmp_path):
     root = synthetic_results(tmp_path / "results")
     published = yaml.safe_load((REPO / "params" / "published.yaml").read_text())
@@ -221,6 +222,7 @@ def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tm
     assert "audio (red), visual (blue)" in (out / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_bml_report_command_reads_params(tmp_path):
     """`bml report` reports the plan's cells: a run of another matrix left on disk (ogm_noise_free is in
     matrices.all, not default) stays out of the tables and of the Holm families."""
@@ -280,6 +282,7 @@ def test_avdigits_imbalance_table_compares_both_probes_with_the_baseline(tmp_pat
     assert rows["Visual only"]["probe visual"] == "71.0 ± 0.0" and rows["Visual only"]["probe audio"] == "—"
 
 
+@pytest.mark.slow
 def test_three_modalities_give_three_difference_columns_and_stats_tables(tmp_path):
     runs, _ = load_runs(three_modality_results(tmp_path / "results"))
     tables = {t.name: t for t in build_tables(runs, {}, settings())}
@@ -316,6 +319,7 @@ def test_three_modalities_give_three_difference_columns_and_stats_tables(tmp_pat
     assert next(r for r in flow_stats.rows if r[0] == "MMPareto")[5] == "+4.0↑"
 
 
+@pytest.mark.slow
 def test_report_writes_exactly_the_listed_outputs_and_a_summary_for_every_modality(tmp_path):
     root = three_modality_results(synthetic_results(tmp_path / "results"))
     out = tmp_path / "reports"

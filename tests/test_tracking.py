@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import bml_env
 
 WRITER = """
@@ -21,6 +22,7 @@ tracker.end()
 """
 
 
+@pytest.mark.slow
 def test_eight_concurrent_writers_lose_no_run_and_no_metric(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

@@ -145,6 +145,7 @@ def test_an_edited_configuration_is_refused(packed_avdigits, tmp_path):
 # ---- training ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_audio_only_beats_chance_clearly(packed_avdigits, tmp_path):
     # 84 training clips: batches of 16 give the embedded protocol enough steps (about 6 s on 2 cores)
     result = train(
@@ -161,6 +162,7 @@ def test_audio_only_beats_chance_clearly(packed_avdigits, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "history.csv", "checkpoint.pt", "best.pt"}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_results(packed_avdigits, tmp_path):
     first = train(tiny_config(packed_avdigits, tmp_path / "a", seed=1))
     second = train(tiny_config(packed_avdigits, tmp_path / "b", seed=1))
@@ -259,6 +261,7 @@ def test_the_ensemble_combines_the_unimodal_runs(packed_avdigits, tmp_path):
     assert ensemble["probe_audio"] == audio["test"]["best"]["probe_audio"]
 
 
+@pytest.mark.slow
 def test_mlflow_run_has_params_metric_history_and_artifacts(packed_avdigits, tmp_path, no_env_tracking):
     from mlflow.tracking import MlflowClient
 
@@ -317,6 +320,7 @@ def project_params():
     return REPO / "params"
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(
     project_params, packed_avdigits, tmp_path, no_env_tracking
 ):

@@ -28,6 +28,7 @@ def test_a_bad_value_is_refused_before_any_job(project_copy):
     assert not (project_copy / "data").exists()
 
 
+@pytest.mark.slow
 def test_the_default_profile_applies_to_a_plain_snakemake(project_copy):
     tiny_project(project_copy)
     out = snakemake(project_copy, "-n").stdout + snakemake(project_copy, "-n").stderr
