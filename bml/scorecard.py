@@ -248,9 +248,18 @@ def seeds_needed(effect: float, std: float, alpha: float, power: float) -> int |
     return n
 
 
-def verdict(diffs: Sequence[float], p_holm: float | None, published_effect: float, alpha: float, power: float) -> dict:
+def verdict(
+    diffs: Sequence[float],
+    p_holm: float | None,
+    published_effect: float,
+    alpha: float,
+    power: float,
+    family_size: int = 1,
+) -> dict:
     """The verdict on one claim from the per-seed differences (method - baseline), Holm's p for it and the
-    published difference; with the numbers it rests on."""
+    published difference; with the numbers it rests on. Power and the seeds needed are at the level the claim
+    must clear within its Holm family, alpha / family_size (Holm's first step: the bound every member can rely
+    on), so "not reproduced" never rests on power the corrected test does not have."""
     x = np.asarray(diffs, dtype=float)
     n = len(x)
     out: dict = {"n": n, "published_effect": published_effect, "effect": None, "ci": None, "std": None}
@@ -263,7 +272,8 @@ def verdict(diffs: Sequence[float], p_holm: float | None, published_effect: floa
     std = float(x.std(ddof=1))
     half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * std / math.sqrt(n)
     out |= {"std": std, "ci": (out["effect"] - half, out["effect"] + half)}
-    out["power"] = power_to_see(published_effect, std, n, alpha)
+    level = alpha / max(family_size, 1)
+    out["power"] = power_to_see(published_effect, std, n, level)
     significant = p_holm is not None and p_holm < alpha
     same_way = np.sign(out["effect"]) == np.sign(published_effect) and published_effect != 0
     if significant and same_way:
@@ -275,7 +285,7 @@ def verdict(diffs: Sequence[float], p_holm: float | None, published_effect: floa
         return out | {"verdict": "not reproduced", "why": "significant in the other direction"}
     if out["power"] >= power:
         return out | {"verdict": "not reproduced", "why": f"power {out['power']:.2f} to see the published effect"}
-    out["seeds_needed"] = seeds_needed(published_effect, std, alpha, power)
+    out["seeds_needed"] = seeds_needed(published_effect, std, level, power)
     need = f"{out['seeds_needed']} seeds" if out["seeds_needed"] else "no seed count (published effect 0)"
     return out | {"verdict": "inconclusive", "why": f"power {out['power']:.2f}; {need} for power {power:g}"}
 
@@ -293,13 +303,15 @@ def judge(claims: Claims, runs: list[Run], settings: Settings) -> list[tuple[Cla
         p = paired_test([ours[s] for s in seeds], [base[s] for s in seeds], settings.test)["p"] if seeds else None
         tested.append((claim, seeds, diffs, p))
     p_holm: dict[str, float | None] = {}
+    family_size = {c.family: sum(1 for d, *_ in tested if d.family == c.family) for c, *_ in tested}
     for family in sorted({c.family for c, *_ in tested}):
         members = [(c, p) for c, _, _, p in tested if c.family == family]
         adjusted, _ = holm([p for _, p in members], settings.alpha)
         p_holm |= {c.id: a for (c, _), a in zip(members, adjusted, strict=True)}
     judged = []
     for claim, seeds, diffs, _ in tested:
-        v = verdict(diffs, p_holm[claim.id], claim.published_effect, settings.alpha, claims.power)
+        size = family_size[claim.family]
+        v = verdict(diffs, p_holm[claim.id], claim.published_effect, settings.alpha, claims.power, size)
         if not claim.implemented:
             v["why"] = f"bml does not implement {method_name(claim.method)}"
         v["seeds"] = seeds
@@ -360,7 +372,8 @@ def verdict_table(judged: list[tuple[Claim, dict]], claims: Claims, settings: Se
         "smaller: significant, same direction, the published Δ above the interval; not reproduced: significant "
         f"the other way, or not significant although the power to see the published Δ was at least {claims.power:g} "
         "(params/claims.yaml thresholds.power); inconclusive: not significant and less power, with the seeds a "
-        "paired t-test would need (statsmodels TTestPower at alpha, the observed std of the differences); not run: "
+        "paired t-test would need (statsmodels TTestPower at alpha divided by the size of the claim's Holm family, "
+        "the observed std of the differences); not run: "
         "no paired runs of that setting.",
         f"bml's numbers: the checkpoint of the best validation accuracy ({settings.which}); the published ones were "
         "selected as their source says (params/published.yaml), most of them on the test set.",

@@ -141,7 +141,7 @@ def list_clips(root: Path, settings: dict) -> Listing:
 
 
 def release_dataset(root: Path) -> Dataset:
-    return Dataset("fake", "a fake release", {"kind": "release", "adapter": "fake", "root": str(root)}, AV, {})
+    return Dataset("fake", "Fake", "a fake release", {"kind": "release", "adapter": "fake", "root": str(root)}, AV, {})
 
 
 def test_an_adapters_listing_goes_through_the_same_check(tmp_path, monkeypatch):
