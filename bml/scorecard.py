@@ -272,7 +272,7 @@ def verdict(
     std = float(x.std(ddof=1))
     half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * std / math.sqrt(n)
     out |= {"std": std, "ci": (out["effect"] - half, out["effect"] + half)}
-    level = alpha / max(family_size, 1)
+    level = out["level"] = alpha / max(family_size, 1)
     out["power"] = power_to_see(published_effect, std, n, level)
     significant = p_holm is not None and p_holm < alpha
     same_way = np.sign(out["effect"]) == np.sign(published_effect) and published_effect != 0
