@@ -44,16 +44,19 @@ FFMPEG_CPU_FLAGS = [] if NATIVE else ["-cpuflags", "-avx512-avx512icl"]
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty outside Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+            block = f.read().split("\n\n", 1)[0]
     except OSError:
-        pass
-    return frozenset()
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def _x86_with_avx2() -> bool:
@@ -132,7 +135,6 @@ def provenance() -> dict:
 
     from bml.data.ffmpeg import ffmpeg_version
 
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "")
     blas = [
         f"{p['internal_api']} {p.get('version')} {p.get('architecture', '')}".strip()
         for p in threadpool_info()
@@ -141,7 +143,7 @@ def provenance() -> dict:
     return {
         "pinned": not NATIVE and _x86_with_avx2(),
         "machine": platform.machine(),
-        "cpu": model,
+        "cpu": _cpuinfo().get("model name", ""),
         "cpu_has": sorted(f for f in ("avx2", "avx512f", "amx_tile") if f in cpu_flags()),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
@@ -158,11 +160,3 @@ def provenance() -> dict:
             "ffmpeg": ffmpeg_version(),
         },
     }
-
-
-def _cpuinfo_lines() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.readlines()[:40]
-    except OSError:
-        return []

@@ -5,6 +5,7 @@ from its checkpoint and ends identical to an uninterrupted one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,11 +96,9 @@ def _kill_when_training(cmd: list[str], cwd: Path, checkpoint: Path) -> int:
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.exists():
-            try:
+            with contextlib.suppress(EOFError, RuntimeError):  # renamed into place while read: read it next time
                 if torch.load(checkpoint, weights_only=False)["epoch"] >= 2:
                     break
-            except (EOFError, RuntimeError):  # renamed into place while we read: read it next time
-                pass
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
