@@ -35,9 +35,9 @@ import numpy as np
 from scipy import stats as sps
 from statsmodels.stats.power import TTestPower
 
-from bml.catalog import FUSIONS, NO_FUSION
+from bml.catalog import NO_FUSION
 from bml.config import ConfigError, read_yaml
-from bml.methods import PUBLISHED_TITLES, method_spec
+from bml.methods import PUBLISHED_TITLES, fusion_names, method_spec
 from bml.results import METRICS, Run, by_seed, cell_label, method_name
 from bml.stats import TEST_NAMES, holm, paired_test, summarize
 from bml.table_format import Table
@@ -100,8 +100,8 @@ def _check_names(where: str, params_dir: Path, dataset: str, protocol: str, fusi
             choices = sorted(p.stem for p in (params_dir / kind).glob("*.yaml"))
             raise ConfigError(f"{where}: unknown {kind[:-1]} {name!r}; choose one of {choices}")
     for fusion in fusions:
-        if fusion != NO_FUSION and fusion not in FUSIONS:
-            raise ConfigError(f"{where}: unknown fusion {fusion!r}; choose one of {sorted(FUSIONS)} or none")
+        if fusion not in fusion_names():
+            raise ConfigError(f"{where}: unknown fusion {fusion!r}; choose one of {fusion_names()}")
     for method in methods:
         try:
             method_spec(method)

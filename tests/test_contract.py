@@ -363,3 +363,17 @@ def test_two_modality_heads_are_refused_on_three(avdigits3, tmp_path, fusion):
     data_root, params = avdigits3
     with pytest.raises(ConfigError, match=rf"works with fusion \['concat', 'sum'\] on 3 modalities, not '{fusion}'"):
         cell_config(data_root, tmp_path, "joint", fusion, params_dir=params, dataset="avdigits3")
+
+
+def test_a_method_with_a_head_of_its_own_carries_its_name_not_a_catalog_heads(tmp_path, monkeypatch):
+    """MLA's and CRMT's runs use a head of their own: the plan files them under that head's name, and refuses
+    a catalog head the method would not use, naming the one it takes."""
+    from bml.methods import allowed_fusions, every_run, fusion_names
+
+    name = register(monkeypatch, AlternatingSteps, head="shared")
+    assert allowed_fusions(METHODS[name], 2) == ["shared"] and (name, "shared") in every_run(["audio", "visual"])
+    assert "shared" in fusion_names() and "concat" in fusion_names()
+    config = cell_config(tmp_path / "data", tmp_path / "results", method=name, fusion="shared")
+    assert Path(config["paths"]["run_dir"]).parts[-3:] == ("shared", name, "seed0")
+    with pytest.raises(ConfigError, match=r"works with fusion \['shared'\].*not 'concat'"):
+        cell_config(tmp_path / "data", tmp_path / "results", method=name, fusion="concat")

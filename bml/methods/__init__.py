@@ -63,6 +63,9 @@ class MethodSpec:
     modality: str | None = None  # uni-modal baselines: the one modality they see
     params: dict[str, Param] = field(default_factory=dict, compare=False)  # every key its YAML must set
     logs: dict[str, str] = field(default_factory=dict, compare=False)  # history prefix (<prefix>_<modality>) -> what
+    # a head of its own (MLA's shared head, CRMT's orthogonal one): its runs' fusion is this name, in paths and
+    # tables, never a catalog head it does not use; its build_model makes the head
+    head: str = ""
 
 
 def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
@@ -201,6 +204,8 @@ def every_run(modalities: list[str]) -> list[tuple[str, str]]:
 
 def allowed_fusions(spec: MethodSpec, n_modalities: int) -> list[str]:
     """The fusion heads `spec` can train with on a dataset of `n_modalities` modalities."""
+    if spec.head:
+        return [spec.head]
     if spec.fusions == "none":
         return [NO_FUSION]
     heads = [f for f in FUSIONS.values() if not (f.two_only and n_modalities != 2)]
@@ -212,6 +217,11 @@ def required_runs(spec: MethodSpec, modalities: list[str]) -> list[tuple[str, st
     if spec.requires == "unimodal":
         return [(f"{m}{UNIMODAL_SUFFIX}", NO_FUSION) for m in modalities]
     return []
+
+
+def fusion_names() -> list[str]:
+    """Every fusion a run can carry: the catalog's heads, the methods' own heads and none."""
+    return sorted(set(FUSIONS) | {s.head for s in METHODS.values() if s.head} | {NO_FUSION})
 
 
 def load_method(name: str) -> type:
