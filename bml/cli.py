@@ -223,70 +223,13 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_check_dataset(args: argparse.Namespace) -> None:
-    from collections import Counter
-
-    from bml.config import ConfigError
-    from bml.data.adapters import list_release
-    from bml.data.manifest import Row, write_skipped
-    from bml.data.probe import summary_lines
-    from bml.datasets import load_dataset
-    from bml.layout import Layout
+    from bml.data.probe import check_release
     from bml.plan import load_pipeline
 
     pipeline = load_pipeline(Path(args.params_dir), json.loads(args.overrides) if args.overrides else None)
-    dataset = load_dataset(args.dataset, Path(args.params_dir), pipeline)
-    if dataset.generated:
-        raise ConfigError(f"dataset {args.dataset!r} is generated (bml manifest makes it), not read from a release")
-    root = args.root or dataset.source.get("root")
-    if not root:
-        raise ConfigError(
-            f"no root for {args.dataset!r}: pass --root DIR or set datasets.{args.dataset}.root in params/params.yaml"
-        )
-    settings = {k: v for k, v in dataset.source.items() if k != "kind"}
-    try:
-        listing = list_release(dataset.source["adapter"], root, {**settings, "root": root})
-    except ValueError as err:  # LayoutError: the root is not the release
-        print(f"bml check-dataset: {root} is not a usable {args.dataset} release:\n{err}", file=sys.stderr)
-        raise SystemExit(1) from None
-    skipped = [{"clip_id": s.clip_id, "stage": "listing", "reason": s.reason} for s in listing.skipped]
-    clips = listing.clips
-    if args.probe:
-        from bml.data.decode import Limits
-        from bml.data.probe import probe_clips
-
-        recipe = args.recipe or next(iter(dataset.recipes), None)
-        if recipe not in dataset.recipes:
-            raise ConfigError(
-                f"--probe decodes with a recipe of {args.dataset!r}: {recipe!r} is not one of "
-                f"{sorted(dataset.recipes)} (params/datasets/{args.dataset}.yaml)"
-            )
-        rows = [
-            Row(c.clip_id, c.label, c.split, {m: str(p) for m, p in c.paths.items()}, c.start, c.end) for c in clips
-        ]
-        ex = pipeline["extract"]
-        failed = probe_clips(
-            rows,
-            dataset.modalities,
-            dataset.recipes[recipe],
-            Limits(ex["min_decoded_share"], ex["max_decode_error_share"]),
-            args.workers or ex["workers"],
-            log=lambda line: print(line, file=sys.stderr),
-        )
-        skipped += [{"clip_id": cid, "stage": f"probe ({recipe})", "reason": why} for cid, why in failed.items()]
-        clips = [c for c in clips if c.clip_id not in failed]
-    counts = Counter(c.split for c in clips)
-    print(
-        f"{args.dataset} at {root}: {len(clips)} usable clips "
-        f"({', '.join(f'{s} {counts[s]}' for s in ('train', 'val', 'test'))}), {len(listing.classes)} classes, "
-        f"{len(skipped)} left out" + ("" if args.probe else " by the listing (media not opened: --probe opens them)")
+    check_release(
+        args.dataset, Path(args.params_dir), pipeline, args.root, args.probe, args.recipe, args.workers, args.out
     )
-    if skipped:
-        out = Path(args.out or Layout(pipeline["data_root"]).manifest(args.dataset, "check_dataset.tsv"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_skipped(out, skipped)
-        print("left out, by reason:")
-        print("\n".join(summary_lines(skipped)))
-        print(f"every clip left out, with its reason: {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
