@@ -1,6 +1,6 @@
 """What the CPU pins cost (bml/runtime.py): one cell trained with the pins (AVX2 kernels, MKL CBWR, ATen's
 convolutions instead of oneDNN's, one thread) against the same cell with them lifted (BML_NATIVE_CPU=1: this
-CPU's own kernels and oneDNN, one thread, and two threads), alternating rounds so that the machine's noise
+CPU's own kernels and oneDNN, one thread, and two threads) and with MKL's AVX2 branch instead of COMPATIBLE, alternating rounds so that the machine's noise
 falls on both. Prints each setting's median training-step time and its ratio to the pinned one.
 
     python benchmarks/determinism_cost.py --rounds 3 --epochs 4
@@ -36,6 +36,7 @@ print(json.dumps(result["timings_s"]))
 
 SETTINGS = {
     "pinned": ({}, 1),
+    "pinned, MKL's AVX2 branch (Intel-only)": ({"BML_MKL_CBWR": "AVX2,STRICT"}, 1),
     "native, 1 thread": ({"BML_NATIVE_CPU": "1"}, 1),
     "native, 2 threads": ({"BML_NATIVE_CPU": "1"}, 2),
 }

@@ -232,6 +232,13 @@ def cmd_check_dataset(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_runtime(args: argparse.Namespace) -> None:
+    from bml import runtime
+
+    runtime.configure_torch()
+    print(json.dumps(runtime.provenance(), indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bml.config import PARAMS_DIR
 
@@ -332,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("report", help="tables, figures, the HTML page and summary.json from finished runs"), False
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "runtime",
+        help="this machine's numerical environment as a run records it, with its canary digest (compare machines)",
+    )
+    p.set_defaults(func=cmd_runtime)
 
     p = sub.add_parser("datasets", help="the real datasets bml reads, and what each expects on disk")
     p.set_defaults(func=cmd_datasets)

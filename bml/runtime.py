@@ -7,7 +7,12 @@ difference in one reduction into a different model. Measured here (tests/test_ru
 
 - ATen's vectorised kernels are chosen by CPU capability: pinned to AVX2 (ATEN_CPU_CAPABILITY).
 - MKL (torch's BLAS: every linear layer, and the convolutions below) picks its code path per CPU: pinned by
-  Intel's conditional numerical reproducibility, MKL_CBWR=AVX2,STRICT (STRICT: also independent of alignment).
+  Intel's conditional numerical reproducibility to its COMPATIBLE branch (SSE2 without the approximate
+  reciprocals), MKL_CBWR=COMPATIBLE,STRICT (STRICT: also independent of alignment). Not the AVX2 branch: oneMKL's
+  guide says MKL_CBWR=AVX2 fixes results across *Intel* CPUs only, and that a non-Intel CPU runs its AUTO branch
+  instead (oneMKL Developer Guide, "Getting Started with Conditional Numerical Reproducibility"). Measured on an
+  AMD EPYC: at the AVX2 setting a 2-epoch run at lr 40 took another path than on the Intel machine that wrote
+  tests/test_loop_faults.py (BatchNorm's variances stayed finite), at COMPATIBLE it took the Intel one.
 - oneDNN's JIT convolutions differ by ISA and by thread count, and nothing documented pins their blocking
   choices: torch's oneDNN path is off on the CPU (convolutions then run as ATen's im2col + MKL gemm; measured
   cost in benchmarks/results/determinism.json), and ONEDNN_MAX_CPU_ISA=AVX2 covers any other use.
@@ -30,6 +35,7 @@ says so in its provenance, and its numbers are this machine's only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -37,6 +43,9 @@ from functools import cache
 
 NATIVE = os.environ.get("BML_NATIVE_CPU", "") not in ("", "0")
 CAPABILITY = "AVX2"  # the x86-64 level every supported CPU has (Intel Haswell, AMD Zen and later)
+# MKL's branch: the one Intel documents as the same on Intel and non-Intel CPUs (above); BML_MKL_CBWR replaces it
+# only to measure what it costs (benchmarks/determinism_cost.py), and the provenance records the one in effect
+MKL_BRANCH = os.environ.get("BML_MKL_CBWR", "COMPATIBLE,STRICT")
 THREADS = 1
 # numpy 2's dispatch targets above AVX2, and the /proc/cpuinfo flag that says a CPU has each
 _NUMPY_ABOVE_AVX2 = {"X86_V4": "avx512f", "AVX512_ICL": "avx512_vbmi2", "AVX512_SPR": "avx512_fp16"}
@@ -72,7 +81,7 @@ def pin() -> None:
     if not _x86_with_avx2():
         return  # another architecture, or an x86 CPU below AVX2: nothing to pin to; provenance says which
     os.environ["ATEN_CPU_CAPABILITY"] = CAPABILITY.lower()
-    os.environ["MKL_CBWR"] = f"{CAPABILITY},STRICT"
+    os.environ["MKL_CBWR"] = MKL_BRANCH
     os.environ["ONEDNN_MAX_CPU_ISA"] = CAPABILITY
     os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
     present = [target for target, flag in _NUMPY_ABOVE_AVX2.items() if flag in cpu_flags()]
@@ -126,6 +135,32 @@ def threads_granted() -> int:
         return os.cpu_count() or 1
 
 
+def canary() -> str:
+    """The sha256 of a fixed little computation through every library a run uses: 4 SGD steps of a convolution,
+    BatchNorm and a linear layer (ATen, MKL), an FFT, a matrix product and exp/log/sin in numpy (OpenBLAS, its
+    SIMD loops). Two machines whose canaries differ compute different numbers; equal canaries are the evidence
+    that they do not (for these kernels). About 10 ms."""
+    import numpy as np
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 12, 12, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    with torch.random.fork_rng(devices=[]):  # a run's own random stream is left as it was
+        torch.manual_seed(0)  # the layers' initialisation
+        nn = torch.nn
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(800, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(4):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 64))
+    parts = [p.detach().numpy().tobytes() for p in model.state_dict().values()]
+    parts += [np.fft.rfft(a).tobytes(), (a @ a.T).tobytes(), (np.exp(a) + np.log1p(a * a) + np.sin(a)).tobytes()]
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
 def provenance() -> dict:
     """What a run's numbers were computed with: the CPU, the pins as they took effect, threads, versions."""
     import numpy as np
@@ -152,6 +187,7 @@ def provenance() -> dict:
         "blas": blas,
         "threads_used": torch.get_num_threads(),
         "threads_granted": threads_granted(),
+        "canary": canary(),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

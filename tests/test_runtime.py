@@ -112,7 +112,7 @@ def test_the_pins_reach_each_library_in_a_fresh_process():
         " torch.get_num_threads())"
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(**HOSTILE), capture_output=True, text=True)
-    assert out.stdout.split() == ["AVX2", "False", "False", "AVX2,STRICT", "1"], out.stderr
+    assert out.stdout.split() == ["AVX2", "False", "False", "COMPATIBLE,STRICT", "1"], out.stderr
 
 
 def test_a_library_loaded_before_the_pins_is_refused():
@@ -124,3 +124,18 @@ def test_a_library_loaded_before_the_pins_is_refused():
         assert out.returncode != 0 and "loaded before bml could pin" in out.stderr
     else:
         assert out.returncode == 0, out.stderr
+
+
+def _canary(env: dict) -> str:
+    proc = subprocess.run([sys.executable, "-m", "bml.cli", "runtime"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)["canary"]
+
+
+@needs_avx2
+def test_the_canary_ignores_a_hostile_environment_and_sees_another_mkl_branch():
+    """The canary (bml/runtime.py) is what machines compare: the same under claims of other kernels and threads,
+    another under MKL's AVX2 branch, which Intel documents as Intel-only (a non-Intel CPU runs its AUTO one)."""
+    pinned = _canary(_env())
+    assert _canary(_env(**HOSTILE)) == pinned
+    assert _canary(_env(BML_MKL_CBWR="AVX2,STRICT")) != pinned
