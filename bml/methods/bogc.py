@@ -19,7 +19,9 @@ bml's reading (docs/methods.md, "BOGC-MML"); every open choice is a parameter (p
 
 - sources: the losses whose gradient reaches a parameter. With a fusion head and a linear head per encoder,
   encoder m has two, the fused loss L_mm and its uni-modal loss L_m; the heads have one each, and keep it;
-- mean and variance per dimension: the batch is split into `chunks` parts (the Monte Carlo samples); each
+- mean and variance per dimension: where v1 (by its summaries) samples a Laplace posterior of the last layer,
+  bml takes the Monte Carlo samples from the batch (no Hessian, every encoder parameter): it is split into
+  `chunks` parts; each
   part's mean loss gives a gradient g_c; mu = sum_c (n_c / N) g_c is the batch gradient exactly, and
   var = S / (S - 1) * sum_c (n_c / N)^2 (g_c - mu)^2 the variance of that mean (var / S for equal parts);
 - evidence e = evidence_scale * q, with q = mu^2 / var (`evidence: snr`, the precision of the gradient measured
