@@ -16,6 +16,7 @@ from bml.models.model import ModelSpec
 from bml.train import train
 
 AV = {"audio": "audio", "visual": "frames"}
+AVF = {"audio": "audio", "visual": "frames", "flow": "flow"}
 PARAMS = {"chunks": 2, "evidence": "snr", "evidence_scale": 1.0, "prior_weight": 1.0}
 
 
@@ -79,38 +80,47 @@ def test_zero_gradients_stay_zero():
         assert torch.equal(calibrated(torch.stack([mean, mean]), w), torch.zeros(4, dtype=torch.float64))
 
 
-def test_the_step_gives_encoders_the_calibrated_gradient_and_heads_their_own():
+@pytest.mark.parametrize("modalities", [AV, AVF], ids=["two", "three"])
+def test_the_step_gives_encoders_the_calibrated_gradient_and_heads_their_own(modalities):
     torch.manual_seed(0)
-    method = BOGC(method_spec("bogc"), PARAMS, unit_run(AV, n_classes=3))
-    model = method.build_model(ModelSpec("small_cnn", "concat", 3, AV)).eval()  # eval: no batch-norm coupling
-    inputs = {"audio": torch.randn(4, 1, 64, 100), "visual": torch.randn(4, 3, 3, 32, 32)}
+    method = BOGC(method_spec("bogc"), PARAMS, unit_run(modalities, n_classes=3))
+    model = method.build_model(ModelSpec("small_cnn", "concat", 3, modalities)).eval()  # no batch-norm coupling
+    shapes = {"audio": (4, 1, 64, 100), "frames": (4, 3, 3, 32, 32), "flow": (4, 3, 2, 32, 32)}
+    inputs = {m: torch.randn(shapes[kind]) for m, kind in modalities.items()}
     y = torch.tensor([0, 1, 2, 0])
     ctx = StepContext(method.run, model, torch.optim.SGD(model.parameters(), lr=0.1), 0, 0, 1)
     ce = torch.nn.functional.cross_entropy
     out = model(inputs)
-    enc = list(model.encoders["audio"].parameters())
 
-    def grad(loss):
-        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, enc, retain_graph=True)]).double()
+    def grad(loss, params):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, retain_graph=True)]).double()
 
-    # the expected: chunks {0, 1} and {2, 3}, sources L_mm and L_a, by the pure functions
+    # the expected, per encoder: chunks {0, 1} and {2, 3}, sources L_mm and L_m, by the pure functions
     parts = (slice(0, 2), slice(2, 4))
-    means, evidence = [], []
-    for logits in (out.logits, model.heads["audio"](out.features["audio"])):
-        g = torch.stack([grad(ce(logits[s], y[s])) for s in parts])
-        mean, var = chunk_moments(g, torch.tensor([2.0, 2.0]))
-        means.append(mean)
-        evidence.append(evidence_of(mean, var, "snr", 1.0))
-    expected = calibrated(torch.stack(means), dempster_weights(torch.stack(evidence), 1.0))
-    head = torch.autograd.grad(ce(model.heads["visual"](out.features["visual"]), y), model.heads["visual"].weight)[0]
+    expected, plain = {}, {}
+    for m in modalities:
+        enc = list(model.encoders[m].parameters())
+        means, evidence = [], []
+        for logits in (out.logits, model.heads[m](out.features[m])):
+            g = torch.stack([grad(ce(logits[s], y[s]), enc) for s in parts])
+            mean, var = chunk_moments(g, torch.tensor([2.0, 2.0]))
+            means.append(mean)
+            evidence.append(evidence_of(mean, var, "snr", 1.0))
+        expected[m] = calibrated(torch.stack(means), dempster_weights(torch.stack(evidence), 1.0))
+        plain[m] = torch.stack(means).sum(0)
+    heads = {m: grad(ce(model.heads[m](out.features[m]), y), list(model.heads[m].parameters())) for m in modalities}
+    fusion = grad(ce(out.logits, y), list(model.fusion.parameters()))
     model.zero_grad()
     method.backward(model, method.loss(model, model(inputs), Batch(inputs, y, torch.arange(4)), ctx), ctx)
-    got = torch.cat([p.grad.flatten() for p in enc]).double()
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert not torch.allclose(got, torch.stack(means).sum(0), atol=1e-6)  # the calibration changed something
-    assert torch.allclose(model.heads["visual"].weight.grad, head, atol=1e-7)
+    for m in modalities:
+        got = torch.cat([p.grad.flatten() for p in model.encoders[m].parameters()]).double()
+        assert torch.allclose(got, expected[m], atol=1e-6), m
+        assert not torch.allclose(got, plain[m], atol=1e-6), m  # the calibration changed something
+        got_head = torch.cat([p.grad.flatten() for p in model.heads[m].parameters()]).double()
+        assert torch.allclose(got_head, heads[m], atol=1e-7), m  # each head: its own loss only
+    assert torch.allclose(torch.cat([p.grad.flatten() for p in model.fusion.parameters()]).double(), fusion, atol=1e-7)
     log = method.epoch_log()
-    assert 0.0 < log["fusion_weight_audio"] < 1.0 and 0.0 < log["fusion_weight_visual"] < 1.0
+    assert all(0.0 < log[f"fusion_weight_{m}"] < 1.0 for m in modalities)
 
 
 def test_more_chunks_than_the_batch_is_refused_before_any_job(packed_avdigits, tmp_path):

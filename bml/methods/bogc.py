@@ -56,7 +56,7 @@ TINY = 1e-30  # added to variances (in float64): a zero variance gives a finite,
 
 def chunk_moments(grads: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, variance of the mean) per dimension of S chunk gradients (S, D) of chunks of `sizes` samples."""
-    w = (sizes / sizes.sum()).to(grads.dtype).unsqueeze(1)  # (S, 1)
+    w = (sizes / sizes.sum()).to(grads).unsqueeze(1)  # (S, 1), on the gradients' device
     mean = (w * grads).sum(0)
     s = grads.shape[0]
     if s < 2:
