@@ -22,6 +22,12 @@ Reported per method: its ratio to joint in two ways, (a) the fastest epoch's ste
 OPM at most 1.10 either way); and, for Re-learning, the diagnosis time and its amortized cost over the
 embedded protocol's real schedule (3 diagnoses in 20 epochs): (step time x steps x epochs + diagnoses x
 diagnosis time) / (joint's step time x steps x epochs).
+
+Methods outside the default matrix take `--methods`, e.g. MIMO and BOGC-MML (helper F's run,
+benchmarks/results/method_cost_mimo_bogc.json: `--rounds 3 --epochs 2 --threads 1 --methods
+joint,mmpareto,mimo,bogc` on the tests' 120-clip avdigits at load ~8 on 2 shared cores): MIMO 1.66x fastest
+(1.29x median per round; one backward, plus its uni-modal heads), BOGC-MML 7.4x (6.0x), costlier by design:
+2 x chunks (default 4) gradient passes per step to estimate each gradient's variance.
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# isort: off
+import bml  # noqa: E402, F401 (first: it pins torch's CPU kernels before numpy loads, bml/runtime.py)
+import torch  # noqa: E402
+
+# isort: on
 from timed_training import cell_config, train_epochs  # noqa: E402
 
 from bml.data.loader import PackedSplit  # noqa: E402

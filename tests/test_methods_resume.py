@@ -89,7 +89,14 @@ def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_conf
 
 
 # each method's settings that make it act within 3 tiny epochs (no warm-up)
-ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "relearning": ()}
+ACTIVE = {
+    "ogm_ge": (),
+    "opm": ("method.warmup_epochs=0",),
+    "mmpareto": (),
+    "relearning": (),
+    "mimo": (),  # helper F
+    "bogc": (),  # helper F
+}
 
 
 @pytest.mark.slow
@@ -107,5 +114,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "opm": lambda r: r["dropped_steps"] > 0.0,
         "mmpareto": lambda r: "conflict_audio" in r,
         "relearning": lambda r: "relearn_weight_audio" in r,  # the scaled schedule: after epochs 1 and 2
+        "mimo": lambda r: 0.0 < r["worst_weight_audio"] < 1.0,
+        "bogc": lambda r: r["fusion_weight_audio"] != 0.5,  # the evidence moved the shares off the plain sum
     }[method]
     assert any(acted(r) for r in replayed)

@@ -66,6 +66,9 @@ class MethodSpec:
     # a head of its own (MLA's shared head, CRMT's orthogonal one): its runs' fusion is this name, in paths and
     # tables, never a catalog head it does not use; its build_model makes the head
     head: str = ""
+    # a parameter that may not exceed a setting of the cell: parameter -> dotted key of the resolved config
+    # ("train.batch_size"); the plan refuses a larger value before any job (limit_problems)
+    at_most: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
@@ -140,6 +143,31 @@ METHODS = {
             },
             logs={"relearn_weight": "re-learning weight"},
         ),
+        # helper F: multi-objective balancing (MIMO) and BOGC-MML, both "bml's reading" (docs/methods.md)
+        MethodSpec(
+            "mimo",
+            "MIMO (bml's reading)",
+            "bml.methods.mimo",
+            "MIMO",
+            "Fernando et al., arXiv 2511.06686, 2025",
+            params={"gamma": Param("number", minimum=0), "mu": Param("number", above=0)},
+            logs={"worst_weight": "weight in the smooth max"},
+        ),
+        MethodSpec(
+            "bogc",
+            "BOGC-MML (bml's reading)",
+            "bml.methods.bogc",
+            "BOGC",
+            "Guo et al., arXiv 2505.23071, 2025",
+            params={
+                "chunks": Param("integer", minimum=2),
+                "evidence": Param("choice", choices=("snr", "precision")),
+                "evidence_scale": Param("number", above=0),
+                "prior_weight": Param("number", above=0),
+            },
+            logs={"fusion_weight": "fused loss's gradient share"},
+            at_most={"chunks": "train.batch_size"},
+        ),
     )
 }
 UNIMODAL_SUFFIX = "_only"
@@ -187,6 +215,17 @@ def params_schema(spec: MethodSpec) -> dict:
     """The JSON schema of a method's parameters, from its declarations: every one required, no other key."""
     properties = {name: p.schema() for name, p in spec.params.items()}
     return {"type": "object", "additionalProperties": False, "required": list(spec.params), "properties": properties}
+
+
+def limit_problems(spec: MethodSpec, config: dict) -> list[str]:
+    """Where a method's parameter exceeds the cell setting it may not exceed (MethodSpec.at_most)."""
+    problems = []
+    for name, dotted in spec.at_most.items():
+        section, _, key = dotted.partition(".")
+        value, limit = config["method"].get(name), config.get(section, {}).get(key)
+        if value is not None and limit is not None and value > limit:
+            problems.append(f"key {name!r}: {value} is more than the protocol's {dotted}; choose at most {limit}")
+    return problems
 
 
 def logged_quantities() -> dict[str, str]:
