@@ -1,7 +1,8 @@
-"""What the CPU pins cost (bml/runtime.py): one cell trained with the pins (AVX2 kernels, MKL CBWR, ATen's
-convolutions instead of oneDNN's, one thread) against the same cell with them lifted (BML_NATIVE_CPU=1: this
-CPU's own kernels and oneDNN, one thread, and two threads) and with MKL's AVX2 branch instead of COMPATIBLE, alternating rounds so that the machine's noise
-falls on both. Prints each setting's median training-step time and its ratio to the pinned one.
+"""What the CPU pins cost (bml/runtime.py): one cell trained with the pins (AVX2 kernels, MKL's COMPATIBLE
+branch, ATen's convolutions instead of oneDNN's, one thread) against the same cell with MKL's AVX2 branch
+(Intel-only) and with the pins lifted (BML_NATIVE_CPU=1: this CPU's own kernels and oneDNN, one thread, and two
+threads), alternating rounds so that the machine's noise falls on both. Prints each setting's median
+training-step time and its ratio to the pinned one.
 
     python benchmarks/determinism_cost.py --rounds 3 --epochs 4
 """
