@@ -249,6 +249,12 @@ def resolve_cell(
         f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
         schema_problems(params_schema(spec), config["method"]),
     )
+    if spec.problems is not None:
+        refuse(
+            f"{mpath} (with the protocol's and any --set overrides)",
+            f"settings of method {method!r} on dataset {dataset.name!r}, protocol {protocol!r}",
+            spec.problems(config["method"], config["train"], modalities),
+        )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))
     return Cell(
