@@ -4,7 +4,8 @@
                                      [--methods joint,ogm,...] [--out benchmarks/results/method_cost.json]
 
 The methods are those of the current matrix (params/params.yaml: matrices[matrix]) that train on every modality
-with fusion concat (or their own head: MLA's `mla`, Greedy's `mmtm`) on avdigits/embedded, joint first; `--methods` picks others. Every method trains through
+with fusion concat (or their own head: MLA's `mla`, Greedy's `mmtm`) on avdigits/embedded, joint first;
+`--methods` picks others. Every method trains through
 `bml.train.train` itself (the cell resolved as bml/plan.py resolves it: small_cnn + concat, embedded protocol,
 seed 0, the packed data under --data-root, tracking off, probe_every 0) for `--epochs` epochs per round; the
 methods take turns within a round, in an order rotated every round, so load on a shared machine falls on all of
@@ -72,7 +73,9 @@ def matrix_methods() -> list[str]:
         for block in pipeline["matrices"][pipeline["matrix"]]
         if (block["dataset"], block["protocol"]) == (DATASET, PROTOCOL)
         for run in block["runs"]
-        if run["fusion"] in (FUSION, method_spec(run["method"]).head) and method_spec(run["method"]).trains and method_spec(run["method"]).modality is None
+        if run["fusion"] in (FUSION, method_spec(run["method"]).head)
+        and method_spec(run["method"]).trains
+        and method_spec(run["method"]).modality is None
     ]
     return ["joint", *[m for m in dict.fromkeys(found) if m != "joint"]]
 

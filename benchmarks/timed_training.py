@@ -52,8 +52,8 @@ def train_epochs(config: dict) -> list[dict]:
     """`bml.train.train(config)` on the CPU from scratch in config["paths"]["run_dir"]; returns the history of
     its epochs (checkpoint.pt's, with each epoch's step_time_ms, epoch_end_time_s and epoch_time_s).
 
-    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so the final test
-    evaluation, never timed, is skipped; nothing in bml is patched.
+    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so the
+    final test evaluation, never timed, is skipped; nothing in bml is patched.
     """
     config = copy.deepcopy(config)
     epochs = config["train"]["epochs"]
