@@ -12,7 +12,16 @@ from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F40
 from bml.config import ConfigError
 from bml.methods import method_spec
 from bml.methods.base import Batch, StepContext
-from bml.methods.greedy import MMTM, Greedy, bdr_difference, decide, learning_speed, utilisation_rate
+from bml.methods.greedy import (
+    MMTM,
+    Greedy,
+    StagedEncoder,
+    bdr_difference,
+    decide,
+    learning_speed,
+    utilisation_rate,
+)
+from bml.models.encoders import build_encoder
 from bml.models.model import ModelSpec
 from bml.train import train
 
@@ -80,6 +89,30 @@ def test_flow_off_cuts_the_other_modality():
     one = block([a, torch.randn(2, 4)], flow_off=True)[0]
     two = block([a, torch.randn(2, 4)], flow_off=True)[0]
     assert torch.equal(one, two)  # audio's scale no longer depends on the visual input
+
+
+@pytest.mark.parametrize("family", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("kind, shape", [("audio", (2, 1, 64, 50)), ("frames", (2, 2, 3, 64, 64))])
+def test_the_stages_compose_to_the_encoder_itself(family, kind, shape):
+    """Without MMTM blocks the staged view is bml's encoder, stage by stage (so the blocks sit between its stages)."""
+    torch.manual_seed(0)
+    encoder = build_encoder(family, kind).eval()
+    staged = StagedEncoder(encoder)
+    assert len(staged.stages) == {"small_cnn": 5, "resnet18": 4}[family]
+    x = torch.randn(shape)
+    with torch.no_grad():
+        h, T = staged.begin(x)
+        for stage in staged.stages:
+            h = stage(h)
+        assert torch.allclose(StagedEncoder.pool(h, T), encoder(x), atol=1e-5)
+    assert staged.channels[-1] == encoder.out_dim
+
+
+def test_resnet18_branches_get_blocks_after_layer2_3_4():
+    method = Greedy(method_spec("greedy"), PARAMS, unit_run(AV, n_classes=3))
+    model = method.build_model(ModelSpec("resnet18", "mmtm", 3, AV))
+    assert [b.squeeze.in_features for b in model.mmtm] == [256, 512, 1024]  # (128 + 128), (256 + 256), (512 + 512)
+    assert [b.squeeze.out_features for b in model.mmtm] == [128, 256, 512]  # model.py: MMTM(c, c, 4)
 
 
 def test_model_and_step_record_speeds():

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import cell_config
+from test_contract import avdigits3  # noqa: F401 (a fixture: avdigits with a third modality)
 from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.config import ConfigError
@@ -113,3 +114,17 @@ def test_a_short_run_on_tiny_avdigits(packed_avdigits, tmp_path):
         assert row["train_loss"] == pytest.approx(row["loss_audio"] + row["loss_visual"])
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0
     assert "acc_audio" in result["test"]["last"]
+
+
+@pytest.mark.slow
+def test_three_modalities_refuse_fixed_weights_and_train_with_entropy_ones(avdigits3, tmp_path):  # noqa: F811
+    data_root, params = avdigits3
+    with pytest.raises(ConfigError, match=r"key 'test_fusion': 'fixed' has weights for two modalities.*'entropy'"):
+        cell_config(data_root, tmp_path, "mla", "mla", params_dir=params, dataset="avdigits3")
+    assert not (tmp_path / "avdigits3").exists()  # nothing was started
+    sets = ("method.test_fusion=entropy",)
+    config = cell_config(data_root, tmp_path, "mla", "mla", epochs=1, sets=sets, params_dir=params, dataset="avdigits3")
+    best = train(config)["test"]["best"]
+    (row,) = history(config)
+    assert {"loss_audio", "loss_visual", "loss_visual2", "proj_ratio_visual2"} <= set(row)
+    assert all(math.isfinite(v) for v in best.values())

@@ -25,7 +25,9 @@ balancemm/trainer/MLA_trainer.py. docs/methods.md ("MLA") restates what follows.
     * `none`: what the official code actually runs: its plugin is handed the head module itself, whose
       parameters are named `weight` and `bias`, but it looks for `module.weight`, so the projection never
       applies (P is never updated either). An ablation that shows what the published code trained.
-  Only the head's weight is projected (not its bias, not the encoders), in both codes.
+  Only the head's weight is projected (not its bias, not the encoders), in both codes. P is Frobenius-normalised
+  each step, so `replace` keeps about 1/sqrt(D) of the gradient in unseen directions (the logged proj_ratio_<m>);
+  `add` keeps G plus a few percent (docs/methods.md gives a measured comparison).
 - Test time (main.py valid, gs branch): fixed weights, fused = w o_1 + (1 - w) o_2, w = 0.55 for the first
   modality (main.py: `main(av_alpha=0.55)`, the weight its training loop's validation uses; audio first), or
   entropy weights (`--dynamic`): w_m = exp(max_j e_j - e_m) / sum_j exp(max_j e_j - e_j), e_m the entropy of
@@ -144,9 +146,6 @@ class MLA(Method):
             self.updates += 1
             self.record(f"proj_ratio_{m}", ratio)
         return values
-
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
-        return model(inputs)
 
     def state_dict(self) -> dict:
         return {"P": self.P.detach().cpu().clone(), "updates": self.updates}
