@@ -128,3 +128,12 @@ def test_three_modalities_refuse_fixed_weights_and_train_with_entropy_ones(avdig
     (row,) = history(config)
     assert {"loss_audio", "loss_visual", "loss_visual2", "proj_ratio_visual2"} <= set(row)
     assert all(math.isfinite(v) for v in best.values())
+
+
+def test_the_published_tables_find_mla_and_greedy_runs_under_their_own_heads():
+    from bml.tables import fusion_of
+
+    # BalanceBenchmark's table is "fusion concat"; bml's MLA and Greedy runs carry their heads' names
+    assert fusion_of("mla", "concat") == "mla" and fusion_of("greedy", "concat") == "mmtm"
+    assert fusion_of("ogm", "concat") == "concat" and fusion_of("audio_only", "concat") == "none"
+    assert fusion_of("pmr", "concat") == "concat"  # a published row bml does not run
