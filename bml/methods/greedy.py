@@ -23,7 +23,7 @@ one epoch), when |d| > epsilon (0.01) the next `window` (5) steps are re-balanci
 branch c gets no information from the other modality and must learn from its own; M is not updated during
 them. The optimizer still steps on the whole loss.
 
-Conditional utilisation rate (the paper's diagnostic, Sec. 3): u(m_other | m) = (A_m - A_m^alone) / A_m, A_m the
+Conditional utilisation rate (the paper's diagnostic): u(m_other | m) = (A_m - A_m^alone) / A_m, A_m the
 accuracy of branch m, A_m^alone the same with the other modality's squeeze in every MMTM block replaced by its
 mean (balanced_mmtm.py `turnoff_cross_modal_flow`). With `utilisation: true`, bml measures it on the validation
 split after each epoch and logs util_<modality> (u of that modality given the other) and d_util.

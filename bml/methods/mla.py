@@ -19,7 +19,7 @@ balancemm/trainer/MLA_trainer.py. docs/methods.md ("MLA") restates what follows.
   then the gradient of the shared head's weight (C x D) is changed with G P^T. The official and
   BalanceBenchmark's codes differ in two ways, so `projection` has three values:
     * `replace` (default): weight.grad = G P^T, the official plugin's formula (`w.grad.data = ...`), as the
-      paper describes it (Sec. 3.2, "gradient modification");
+      paper describes its gradient modification;
     * `add`: weight.grad = G + G P^T, BalanceBenchmark's (`w.grad.add_(...)`): its published MLA number
       (params/published.yaml) was trained so, and the `balancebench` protocol sets it;
     * `none`: what the official code actually runs: its plugin is handed the head module itself, whose
@@ -32,9 +32,9 @@ balancemm/trainer/MLA_trainer.py. docs/methods.md ("MLA") restates what follows.
   modality (main.py: `main(av_alpha=0.55)`, the weight its training loop's validation uses; audio first), or
   entropy weights (`--dynamic`): w_m = exp(max_j e_j - e_m) / sum_j exp(max_j e_j - e_j), e_m the entropy of
   softmax(o_m). The official code takes one entropy per batch (softmax over the batch dimension, summed over
-  the whole batch), so a sample's prediction would depend on the rest of its batch; bml computes it per sample,
-  as the paper writes it (Eq. 7). `test_fusion` chooses, `fixed` is the default (the code's default, without
-  `--dynamic`). Each modality's accuracy (acc_<m>) is the shared head on that modality's features.
+  the whole batch), so a sample's prediction would depend on the rest of its batch (and on the batch size); bml
+  computes the entropies per sample, so a prediction is the sample's own. `test_fusion` chooses; `fixed` is the
+  default (the code's, without `--dynamic`). Each modality's accuracy (acc_<m>) is the shared head on that modality's features.
 - Defaults of the official script: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, StepLR(70, 0.1), batch 64,
   100 epochs: those are the protocol's, not the method's.
 """
