@@ -34,7 +34,8 @@ balancemm/trainer/MLA_trainer.py. docs/methods.md ("MLA") restates what follows.
   softmax(o_m). The official code takes one entropy per batch (softmax over the batch dimension, summed over
   the whole batch), so a sample's prediction would depend on the rest of its batch (and on the batch size); bml
   computes the entropies per sample, so a prediction is the sample's own. `test_fusion` chooses; `fixed` is the
-  default (the code's, without `--dynamic`). Each modality's accuracy (acc_<m>) is the shared head on that modality's features.
+  default (the code's, without `--dynamic`). Each modality's accuracy (acc_<m>) is the shared head on that
+  modality's features.
 - Defaults of the official script: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, StepLR(70, 0.1), batch 64,
   100 epochs: those are the protocol's, not the method's.
 """
