@@ -122,7 +122,7 @@ class MMTM(nn.Module):
         h = F.relu(self.squeeze(torch.cat(squeezes, 1)))  # (B, hidden)
         scales = [torch.sigmoid(fc(h)) for fc in self.excite]  # (B, C_i) each
         if self.training:
-            n = self.seen.item()
+            n = self.seen.to(scales[0].dtype)  # a tensor: no device sync
             for i in range(2):
                 for name, value in ((f"scale_mean_{i}", scales[i]), (f"squeeze_mean_{i}", squeezes[i])):
                     buf = getattr(self, name)
@@ -242,14 +242,17 @@ class Greedy(Method):
     def speeds(self, model: MMTMModel) -> tuple[list[float], list[float]]:
         """This step's |grad|^2 / |w|^2 of each modality's bypass (MMTM) and main (encoder + head) parameters."""
         shared = list(model.mmtm.named_parameters())
-        bypass, main = [], []
+        sums = []  # per modality: |grad|^2 and |w|^2 of bypass, then of main; one device sync for all of them
         for i, m in enumerate(model.modalities):
             own = [p for n, p in shared if n.split(".")[1] == "squeeze" or n.split(".")[1:3] == ["excite", str(i)]]
             mains = [*model.encoders[m].parameters(), *model.heads[m].parameters()]
-            for group, out in ((own, bypass), (mains, main)):
-                g = sum(float((p.grad.detach().double() ** 2).sum()) for p in group if p.grad is not None)
-                w = sum(float((p.detach().double() ** 2).sum()) for p in group)
-                out.append(learning_speed(g, w))
+            for group in (own, mains):
+                zero = group[0].new_zeros((), dtype=torch.float64)
+                sums.append(sum(((p.grad.detach().double() ** 2).sum() for p in group if p.grad is not None), zero))
+                sums.append(sum((p.detach().double() ** 2).sum() for p in group))
+        v = torch.stack(sums).tolist()  # [g_b0, w_b0, g_n0, w_n0, g_b1, w_b1, g_n1, w_n1]
+        bypass = [learning_speed(v[0], v[1]), learning_speed(v[4], v[5])]
+        main = [learning_speed(v[2], v[3]), learning_speed(v[6], v[7])]
         return bypass, main
 
     def after_backward(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> None:
