@@ -4,7 +4,8 @@
                                      [--methods joint,ogm,...] [--out benchmarks/results/method_cost.json]
 
 The methods are those of the current matrix (params/params.yaml: matrices[matrix]) that train on every modality
-with fusion concat on avdigits/embedded, joint first; `--methods` picks others. Every method trains through
+with fusion concat (or their own head: MLA's `mla`, Greedy's `mmtm`) on avdigits/embedded, joint first;
+`--methods` picks others. Every method trains through
 `bml.train.train` itself (the cell resolved as bml/plan.py resolves it: small_cnn + concat, embedded protocol,
 seed 0, the packed data under --data-root, tracking off, probe_every 0) for `--epochs` epochs per round; the
 methods take turns within a round, in an order rotated every round, so load on a shared machine falls on all of
@@ -63,6 +64,7 @@ ACT_NOW = {
     "ogm": ["method.warmup_epochs=0", "method.modulation_ends=100"],  # 100 = its reference_epochs: the whole run
     "ogm_ge": ["method.warmup_epochs=0", "method.modulation_ends=100"],
     "opm": ["method.warmup_epochs=0"],
+    "greedy": ["method.warmup_epochs=0"],  # re-balancing windows from the first steps
 }
 
 
@@ -80,7 +82,9 @@ def matrix_methods() -> list[str]:
         for block in pipeline["matrices"][pipeline["matrix"]]
         if (block["dataset"], block["protocol"]) == (DATASET, PROTOCOL)
         for run in block["runs"]
-        if run["fusion"] == FUSION and method_spec(run["method"]).trains and method_spec(run["method"]).modality is None
+        if run["fusion"] in (FUSION, method_spec(run["method"]).head)
+        and method_spec(run["method"]).trains
+        and method_spec(run["method"]).modality is None
     ]
     return ["joint", *[m for m in dict.fromkeys(found) if m != "joint"]]
 
@@ -117,7 +121,7 @@ def main() -> None:
                 args.data_root,
                 tmp,
                 m,
-                FUSION,
+                method_spec(m).head or FUSION,  # a method with a head of its own (MLA, Greedy) runs on it
                 0,
                 (f"train.epochs={args.epochs}", "train.probe_every=0", *act_now(m, args.epochs)),
             )

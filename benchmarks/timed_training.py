@@ -52,23 +52,22 @@ def train_epochs(config: dict) -> list[dict]:
     """`bml.train.train(config)` on the CPU from scratch in config["paths"]["run_dir"]; returns the history of
     its epochs (checkpoint.pt's, with each epoch's step_time_ms, epoch_end_time_s and epoch_time_s).
 
-    A handler on train()'s logger raises once the last epoch is logged (after its checkpoint is written), so the
+    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so the
     final test evaluation, never timed, is skipped; nothing in bml is patched.
     """
     config = copy.deepcopy(config)
     epochs = config["train"]["epochs"]
     last = f"epoch {epochs}/{epochs}:"
 
-    class StopAfterLastEpoch(logging.Handler):
-        # train() reports each epoch through its logger (bml.train: log.info), no longer a log= callback
+    class StopAfterLastEpoch(logging.Handler):  # train() logs each epoch through bml.train's logger
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage().startswith(last):
                 raise LastEpochDone
 
-    logger, handler = logging.getLogger(bt.__name__), StopAfterLastEpoch(logging.INFO)
+    handler, logger = StopAfterLastEpoch(), logging.getLogger(bt.__name__)
     level = logger.level
-    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         bt.train(config, device="cpu", restart=True)
     except LastEpochDone:

@@ -42,7 +42,7 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
-from bml.methods import allowed_fusions, every_run, limit_problems, method_spec, params_schema, required_runs
+from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
 from bml.settings import STEP_DEFAULTS
 from bml.stage_code import file_hashes, stage_code
 
@@ -249,11 +249,12 @@ def resolve_cell(
         f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
         schema_problems(params_schema(spec), config["method"]),
     )
-    refuse(
-        f"{mpath} (with the protocol's and any --set overrides)",
-        f"parameters of method {method!r} for protocol {protocol!r}",
-        limit_problems(spec, config),
-    )
+    if spec.problems is not None:
+        refuse(
+            f"{mpath} (with the protocol's and any --set overrides)",
+            f"settings of method {method!r} on dataset {dataset.name!r}, protocol {protocol!r}",
+            spec.problems(config["method"], config["train"], modalities),
+        )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))
     return Cell(

@@ -41,7 +41,7 @@ from bml.methods import PUBLISHED_TITLES, fusion_names, method_spec
 from bml.results import METRICS, Run, by_seed, cell_label, method_name
 from bml.stats import TEST_NAMES, holm, paired_test, summarize
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings, is_unimodal, method_order
+from bml.tables import DATASET_NAMES, MISSING, Settings, fusion_of, method_order
 
 VERDICTS = ("reproduced", "smaller", "not reproduced", "inconclusive", "not run")
 CLAIM_KEYS = {"statement", "source", "dataset", "protocol", "fusion", "method", "baseline", "metric"}
@@ -82,7 +82,7 @@ class Claims:
 
 
 def _fusion_of(method: str, source_fusion: str) -> str:
-    return NO_FUSION if is_unimodal(method) else source_fusion
+    return fusion_of(method, source_fusion)  # none, the method's own head, or the source's fusion
 
 
 def _number(published: dict, where: str, source: str, method: str, dataset: str, metric: str) -> float:

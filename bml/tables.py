@@ -61,6 +61,17 @@ def is_unimodal(method: str) -> bool:
         return False
 
 
+def fusion_of(method: str, fusion: str) -> str:
+    """The fusion `method`'s runs carry where a paper's table names `fusion`: none for the uni-modal ones, its own
+    head for a method that has one (MLA's `mla`, Greedy's `mmtm`), else `fusion`."""
+    if is_unimodal(method):
+        return "none"
+    try:
+        return method_spec(method).head or fusion
+    except ValueError:  # a published row bml does not run
+        return fusion
+
+
 def method_order(methods, modalities=()) -> list[str]:
     """Uni-modal rows (<m>_only in modality order, then the others), the baseline, then the balancing methods
     alphabetically."""
@@ -314,7 +325,7 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
     )
     not_run = set()
     for method, per in results.items():
-        f = "none" if is_unimodal(method) else source["fusion"]
+        f = fusion_of(method, source["fusion"])
         row = [method_name(method)]
         for d in datasets:
             pub = per.get(d, {}).get("acc")

@@ -14,6 +14,7 @@ import torch
 from conftest import cell_config
 
 import bml.checkpoint
+from bml.methods import method_spec
 from bml.methods.base import RunContext
 from bml.results import CHECKPOINT, HISTORY, WALL_TIMES, read_history
 from bml.train import train
@@ -97,14 +98,16 @@ ACTIVE = {
     "mimo": (),  # helper F
     "bogc": (),  # helper F
 }
+ACTIVE |= {"mla": (), "greedy": ("method.warmup_epochs=0",)}  # helper B
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(ACTIVE))
 def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkeypatch, method):
-    whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, epochs=3, sets=ACTIVE[method])
+    fusion = method_spec(method).head or "concat"  # a method with a head of its own runs under its name
+    whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, fusion, epochs=3, sets=ACTIVE[method])
     whole = train(whole_config)
-    cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, epochs=3, sets=ACTIVE[method])
+    cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, fusion, epochs=3, sets=ACTIVE[method])
     resumed = interrupted_and_resumed(cut_config, monkeypatch)
     assert_same_run(whole, whole_config, resumed, cut_config)
     # the method acted after the interruption, so what it keeps across epochs mattered
@@ -116,5 +119,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "relearning": lambda r: "relearn_weight_audio" in r,  # the scaled schedule: after epochs 1 and 2
         "mimo": lambda r: 0.0 < r["worst_weight_audio"] < 1.0,
         "bogc": lambda r: r["fusion_weight_audio"] != 0.5,  # the evidence moved the shares off the plain sum
+        "mla": lambda r: r["proj_ratio_visual"] < 1.0,  # the projector P, carried across the interruption
+        "greedy": lambda r: r["rebalance_audio"] + r["rebalance_visual"] > 0.0,  # speeds M and the window
     }[method]
     assert any(acted(r) for r in replayed)

@@ -11,6 +11,7 @@ modalities a dataset has.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,15 +67,58 @@ class MethodSpec:
     # a head of its own (MLA's shared head, CRMT's orthogonal one): its runs' fusion is this name, in paths and
     # tables, never a catalog head it does not use; its build_model makes the head
     head: str = ""
-    # a parameter that may not exceed a setting of the cell: parameter -> dotted key of the resolved config
-    # ("train.batch_size"); the plan refuses a larger value before any job (limit_problems)
-    at_most: dict[str, str] = field(default_factory=dict, compare=False)
+    # problems(method params, train section, modalities) -> what is wrong with this combination, each naming the
+    # key and its choices (a setting its dataset cannot use, a phase longer than the protocol); the plan refuses
+    # the cell with them (bml/plan.py: resolve_cell), before any job
+    problems: Callable[[dict, dict, list[str]], list[str]] | None = field(default=None, compare=False)
 
 
 def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
     """One of the OGM family (bml/methods/ogm.py): its parameters, with `params` replacing some."""
     logs = {"coef": "modulation coefficient"}
     return MethodSpec(name, title, "bml.methods.ogm", "OGM", paper, "split", 2, params=OGM_PARAMS | params, logs=logs)
+
+
+# ---- helper B: the checks of MLA and Greedy (torch-free: the plan runs them) ----
+MLA_PROJECTIONS = ("replace", "add", "none")
+
+
+def _mla_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
+    found = []
+    if params.get("test_fusion") == "fixed" and len(modalities) != 2:
+        found.append(
+            f"key 'test_fusion': 'fixed' has weights for two modalities (fixed_weight, 1 - fixed_weight); this "
+            f"dataset has {len(modalities)} ({modalities}): choose one of ['entropy']"
+        )
+    if train.get("accumulate", 1) != 1:
+        found.append(
+            f"key 'train.accumulate': MLA takes one optimizer step per modality and batch; {train['accumulate']} "
+            f"would merge them: choose 1"
+        )
+    return found
+
+
+def _greedy_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
+    found = []
+    if params.get("warmup_epochs", 0) >= train.get("epochs", 1):
+        found.append(
+            f"key 'warmup_epochs': {params['warmup_epochs']} is not shorter than the protocol's "
+            f"{train['epochs']} epochs, so no re-balancing step would run: choose 0 to {train['epochs'] - 1}"
+        )
+    if train.get("encoder") == "small_cnn" and params.get("blocks", 1) > 5:
+        found.append(f"key 'blocks': small_cnn has 5 stages; {params['blocks']} is not one of 1 to 5")
+    if train.get("encoder") == "resnet18" and params.get("blocks", 1) > 4:
+        found.append(f"key 'blocks': resnet18 has 4 residual stages; {params['blocks']} is not one of 1 to 4")
+    return found
+
+
+def _bogc_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
+    if params.get("chunks", 0) > train.get("batch_size", 0):
+        return [
+            f"key 'chunks': {params['chunks']} is more than the protocol's train.batch_size; choose at most "
+            f"{train['batch_size']} (each chunk is a part of the batch)"
+        ]
+    return []
 
 
 METHODS = {
@@ -166,7 +210,46 @@ METHODS = {
                 "prior_weight": Param("number", above=0),
             },
             logs={"fusion_weight": "fused loss's gradient share"},
-            at_most={"chunks": "train.batch_size"},
+            problems=_bogc_problems,
+        ),
+        # ---- helper B: MLA and Greedy ----
+        MethodSpec(
+            "mla",
+            "MLA",
+            "bml.methods.mla",
+            "MLA",
+            "Zhang et al., CVPR 2024",
+            params={
+                "projection": Param("choice", choices=MLA_PROJECTIONS),
+                "test_fusion": Param("choice", choices=("fixed", "entropy")),
+                "fixed_weight": PROBABILITY,
+            },
+            logs={"proj_ratio": "head-gradient norm after / before the projection"},
+            head="mla",
+            problems=_mla_problems,
+        ),
+        MethodSpec(
+            "greedy",
+            "Greedy",
+            "bml.methods.greedy",
+            "Greedy",
+            "Wu, Jastrzębski, Cho & Geras, ICML 2022",
+            n_modalities=2,
+            params={
+                "epsilon": Param("number", minimum=0),
+                "window": Param("integer", minimum=1),
+                "warmup_epochs": EPOCH,
+                "ratio": Param("number", above=0),
+                "blocks": Param("integer", minimum=1),
+                "utilisation": Param("boolean"),
+            },
+            logs={
+                "bdr": "conditional learning speed, log10 of bypass over main",
+                "rebalance": "share of re-balancing steps",
+                "util": "conditional utilisation rate (val)",
+            },
+            head="mmtm",
+            problems=_greedy_problems,
         ),
     )
 }
@@ -177,8 +260,6 @@ PUBLISHED_TITLES = {
     "unimodal_2": "Uni-modal 2",
     "pmr": "PMR",
     "agm": "AGM",
-    "mla": "MLA",
-    "greedy": "Greedy",
     "modality_valuation": "Modality valuation",
 }
 
@@ -215,17 +296,6 @@ def params_schema(spec: MethodSpec) -> dict:
     """The JSON schema of a method's parameters, from its declarations: every one required, no other key."""
     properties = {name: p.schema() for name, p in spec.params.items()}
     return {"type": "object", "additionalProperties": False, "required": list(spec.params), "properties": properties}
-
-
-def limit_problems(spec: MethodSpec, config: dict) -> list[str]:
-    """Where a method's parameter exceeds the cell setting it may not exceed (MethodSpec.at_most)."""
-    problems = []
-    for name, dotted in spec.at_most.items():
-        section, _, key = dotted.partition(".")
-        value, limit = config["method"].get(name), config.get(section, {}).get(key)
-        if value is not None and limit is not None and value > limit:
-            problems.append(f"key {name!r}: {value} is more than the protocol's {dotted}; choose at most {limit}")
-    return problems
 
 
 def logged_quantities() -> dict[str, str]:
