@@ -89,7 +89,14 @@ def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_conf
 
 
 # each method's settings that make it act within 3 tiny epochs (no warm-up)
-ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "relearning": ()}
+ACTIVE = {
+    "ogm_ge": (),
+    "opm": ("method.warmup_epochs=0",),
+    "mmpareto": (),
+    "relearning": (),
+    "sample_valuation": (),  # 5 of 60 warm-up epochs scale to 0 of 3
+    "modality_valuation": (),
+}
 
 
 @pytest.mark.slow
@@ -107,5 +114,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "opm": lambda r: r["dropped_steps"] > 0.0,
         "mmpareto": lambda r: "conflict_audio" in r,
         "relearning": lambda r: "relearn_weight_audio" in r,  # the scaled schedule: after epochs 1 and 2
+        "sample_valuation": lambda r: r["resampled_audio"] + r["resampled_visual"] > 0,
+        "modality_valuation": lambda r: "part_valuation_audio" in r,
     }[method]
     assert any(acted(r) for r in replayed)
