@@ -14,7 +14,7 @@ from bml.evaluate import feature_game, sample_shapley, shapley_shares
 from bml.methods import method_spec, schedule_problems
 from bml.methods.base import Batch, EpochContext, Samples, forward
 from bml.methods.valuation import ModalityValuation, keep_only, modality_gap_copies, sample_copies
-from bml.models.model import ModelSpec, build_model
+from bml.models.model import ModelSpec, MultimodalModel, build_model
 from bml.train import _to_batch, train
 
 AV = ("audio", "visual")
@@ -171,11 +171,21 @@ def test_a_warm_up_covering_the_run_is_refused(packed_avdigits, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sample_valuation", "modality_valuation"])
-def test_a_short_run_on_tiny_avdigits_values_and_resamples(packed_avdigits, tmp_path, method):
+def test_a_short_run_on_tiny_avdigits_values_and_resamples(packed_avdigits, tmp_path, monkeypatch, method):
     # 5 of 60 warm-up epochs scale to 0 of 3: every epoch is valued and re-sampled
     config = cell_config(packed_avdigits, tmp_path, method, "concat", epochs=3)
+    original, masked_rows, zero_inputs = MultimodalModel.forward, [0], [0]
+
+    def spy(self, inputs, feature_masks=None):  # the loop hands the masks to the model, never zeroes the input
+        for m, keep in (feature_masks or {}).items():
+            masked_rows[0] += int((~keep).sum())
+            zero_inputs[0] += int((inputs[m][~keep].flatten(1) == 0).all(1).sum())
+        return original(self, inputs, feature_masks)
+
+    monkeypatch.setattr(MultimodalModel, "forward", spy)
     result = train(config)
     rows = history(config)
+    assert masked_rows[0] > 0 and zero_inputs[0] == 0
     for row in rows:
         for m in AV:
             assert -0.5 <= row[f"valuation_{m}"] <= 1.5
