@@ -1,8 +1,10 @@
 """Sample-level modality valuation: value each modality per training sample, then re-sample the low-contributing one.
 
 Wei, Feng, Wang & Hu, "Enhancing Multimodal Cooperation via Sample-level Modality Valuation", CVPR 2024
-(arXiv 2309.06255). Facts from the paper and the authors' code, GeWu-Lab/Valuate-and-Enhance-Multimodal-
-Cooperation at 7ed12b0 (paths under code/; docs/methods.md, "Sample-level modality valuation"):
+(arXiv 2309.06255). Facts from the authors' code, GeWu-Lab/Valuate-and-Enhance-Multimodal-Cooperation at
+7ed12b0 (paths under code/; docs/methods.md, "Sample-level modality valuation"); the paper's method and
+implementation sections could not be read here (the stored copies hold its abstract), so where it might differ
+from the code, bml runs the code:
 
 - valuation (sample_level.py lines 75-153 and modality_level.py lines 79-179, `execute_modulation`): in eval
   mode, no gradient, over the whole training set with test-time transforms (its `train_val_dataloader`),
@@ -31,10 +33,12 @@ Cooperation at 7ed12b0 (paths under code/; docs/methods.md, "Sample-level modali
 What bml follows where sources differ:
 - masks: at the feature level, as the code (`mask_level: feature`); `mask_level: input` zeroes the copies'
   inputs instead (the contract's default for other methods), an ablation only;
-- the game's value: |S| * correct, as the authors' code and paper. BalanceBenchmark's re-implementation
-  (balancemm/evaluation/modalitys.py, `Calculate_Shapley_Sample`, lines 58-103) scores v(S) = correct only,
-  halving every phi, and caches the subsets' results across batches (res_cache is never reset, so every
-  batch reuses the first batch's predictions): not followed;
+- the game's value: |S| * correct, as the authors' code. BalanceBenchmark's re-implementation
+  (balancemm/evaluation/modalitys.py, `Calculate_Shapley_Sample`, lines 58-103) scores v(S) = correct only
+  (phi_a = (c_a + c_av - c_v) / 2: half a point lower wherever the pair is right) and caches the subsets'
+  results across batches (res_cache is never reset, so every batch reuses the first batch's predictions);
+  its modality level ignores alpha, adds a plain duplicate beside each copy and zeroes inputs
+  (balancemm/datasets/__init__.py lines 221-346): not followed (params/protocols/balancebench.yaml);
 - the optimizer: both scripts' defaults (sample_level.py lines 40-61, modality_level.py lines 44-65 and their
   Adam betas 0.9/0.999, wd 1e-4): Adam lr 5e-5, StepLR(30, 0.1), 60 epochs, batch 64: params/protocols/
   valuation_cvpr24.yaml (modality_level.py defaulted to SGD lr 1e-3 until commit 7ed12b0, 2024-11-05);
