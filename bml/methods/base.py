@@ -280,7 +280,8 @@ class Method:
 
 def forward(model: nn.Module, batch: Batch) -> Output:
     """The model on a batch; feature-level masks zero the masked samples' features before the fusion head
-    (the model's `feature_masks`; input-level ones were applied to the inputs when the batch was made)."""
+    (the model's `feature_masks`; input-level ones were applied to the inputs when the batch was made). A method
+    that owns its step (`training_step`) calls this rather than `model(batch.inputs)` to honour them."""
     if batch.mask_level == "feature" and batch.masks:
         if "feature_masks" not in inspect.signature(model.forward).parameters:
             raise TypeError(
