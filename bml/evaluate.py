@@ -10,9 +10,13 @@
 - robustness: accuracy with one modality's input zeroed (`acc_zero_<m>`), and with Gaussian noise added
   to it (`acc_noise_<m>`, std `noise_std` times that input's own std over the batch);
 - the Shapley share of each modality (`shapley_<m>`): the mean over test samples of its Shapley value in
-  the game v(S) = |S| if the model is right with the other modalities zeroed, else 0 (Wei et al.,
-  "Enhancing multimodal cooperation via sample-level modality valuation", CVPR 2024; for two modalities
-  phi_a = (v_a + v_av - v_v) / 2): how much each modality contributes to correct predictions;
+  the game v(S) = |S| if the model is right with the other modalities zeroed, else 0 (Wei, Feng, Wang & Hu,
+  "Enhancing Multimodal Cooperation via Sample-level Modality Valuation", CVPR 2024; for two modalities
+  phi_a = (v_a + v_av - v_v) / 2): how much each modality contributes to correct predictions. Zeroed as the
+  paper values a modality: the *pooled features* of the other modalities are zeroed before the fusion head,
+  the encoders having seen the real inputs (the authors' code, GeWu-Lab/Valuate-and-Enhance-Multimodal-
+  Cooperation code/models/models.py: exec_drop), so BatchNorm and the encoders never meet all-zero inputs.
+  A model without a head over features (`head_logits`) falls back to the game on zeroed inputs;
 - whatever the method adds (`Method.evaluations`).
 
 Model selection happens on validation; test is scored for the checkpoints chosen, and its accuracy after every
@@ -240,22 +244,53 @@ def noised(modality: str, noise_std: float, seed: int) -> Callable[[Inputs], Inp
     return corrupt
 
 
-def shapley_shares(correct: dict[frozenset, np.ndarray], modalities: tuple[str, ...]) -> dict[str, float]:
-    """Mean Shapley value per modality of the game v(S) = |S| * correct(S) (v of the empty set is 0)."""
+def sample_shapley(correct: dict[frozenset, np.ndarray], modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Each sample's Shapley value per modality, {m: (N,)}, in the game v(S) = |S| * correct(S) (v of the empty
+    set is 0). Two modalities: phi_a = (v_a + v_av - v_v) / 2 = (correct_a + 2 correct_av - correct_v) / 2,
+    one of -0.5, 0, 0.5, 1, 1.5."""
     n = len(modalities)
     out = {}
     for m in modalities:
         others = [o for o in modalities if o != m]
-        phi = 0.0
+        phi = np.zeros(len(next(iter(correct.values()))))
         for k in range(n):
             weight = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
             for subset in itertools.combinations(others, k):
                 s = frozenset(subset)
-                with_m = (k + 1) * correct[s | {m}]
-                without = k * correct[s] if s else 0.0
+                with_m = (k + 1) * correct[s | {m}].astype(np.float64)
+                without = k * correct[s].astype(np.float64) if s else 0.0
                 phi = phi + weight * (with_m - without)
-        out[f"shapley_{m}"] = float(np.mean(phi))
+        out[m] = phi
     return out
+
+
+def shapley_shares(correct: dict[frozenset, np.ndarray], modalities: tuple[str, ...]) -> dict[str, float]:
+    """Mean Shapley value per modality of the game v(S) = |S| * correct(S) (v of the empty set is 0)."""
+    return {f"shapley_{m}": float(np.mean(phi)) for m, phi in sample_shapley(correct, modalities).items()}
+
+
+@torch.no_grad()
+def feature_game(model: nn.Module, found: dict, device: torch.device, batch_size: int = 1024) -> dict | None:
+    """correct(S) for every non-empty subset S of the model's modalities, the head's prediction on the collected
+    features with those outside S zeroed (as the valuation paper zeroes a modality: its pooled feature, the
+    encoder having seen the real input); None for a model without a head over features (`head_logits`)."""
+    head = getattr(model, "head_logits", None)
+    modalities = tuple(getattr(model, "modalities", ()))
+    if head is None or set(found["features"]) != set(modalities):
+        return None
+    model.eval()
+    correct = {}
+    for k in range(1, len(modalities) + 1):
+        for kept in itertools.combinations(modalities, k):
+            preds = []
+            for start in range(0, len(found["label"]), batch_size):
+                features = {
+                    m: torch.from_numpy(found["features"][m][start : start + batch_size]).to(device) for m in modalities
+                }
+                features = {m: f if m in kept else torch.zeros_like(f) for m, f in features.items()}
+                preds.append(head(features).argmax(1).cpu().numpy())
+            correct[frozenset(kept)] = np.concatenate(preds) == found["label"]
+    return correct
 
 
 def evaluate_model(
@@ -291,7 +326,8 @@ def evaluate_model(
         metrics.update(
             {f"acc_zero_{m}": 100.0 * float(correct[frozenset(modalities) - {m}].mean()) for m in modalities}
         )
-        metrics.update(shapley_shares(correct, modalities))
+        on_features = feature_game(model, test, device)  # the paper's game; on zeroed inputs where it cannot be
+        metrics.update(shapley_shares(correct if on_features is None else on_features, modalities))
     for m in modalities:
         noisy = collect(model, predict, splits["test"], device, prepare, corrupt=noised(m, eval_cfg["noise_std"], seed))
         metrics[f"acc_noise_{m}"] = 100.0 * float((noisy["logits"].argmax(1) == test["label"]).mean())

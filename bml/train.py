@@ -438,11 +438,13 @@ def record_test(job: Job, model: torch.nn.Module, epoch: int, record: Checkpoint
 
 
 def _to_batch(raw: dict, device: torch.device, prepare: Callable, samples: Samples | None) -> Batch:
-    """A loader batch on the device; a method's per-sample masks zero the masked inputs."""
+    """A loader batch on the device with a method's per-sample masks: input-level ones zero the masked inputs
+    here; feature-level ones travel with the batch, for the forward to zero the features (bml/methods/base.py)."""
     inputs = prepare({m: x.to(device, non_blocking=True) for m, x in raw["inputs"].items()})
-    masks = {}
+    masks, level = {}, "input" if samples is None else samples.mask_level
     if samples is not None and samples.masks:
         for m, mask in samples.masks.items():
             masks[m] = torch.as_tensor(np.asarray(mask, dtype=bool)[raw["position"].numpy()], device=device)
-            inputs[m] = inputs[m] * masks[m].view(-1, *[1] * (inputs[m].dim() - 1)).to(inputs[m].dtype)
-    return Batch(inputs, raw["label"].to(device, non_blocking=True), raw["index"].to(device), masks)
+            if level == "input":
+                inputs[m] = inputs[m] * masks[m].view(-1, *[1] * (inputs[m].dim() - 1)).to(inputs[m].dtype)
+    return Batch(inputs, raw["label"].to(device, non_blocking=True), raw["index"].to(device), masks, level)

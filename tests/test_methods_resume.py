@@ -97,6 +97,8 @@ ACTIVE = {
     "relearning": (),
     "mimo": (),  # helper F
     "bogc": (),  # helper F
+    "sample_valuation": (),  # 5 of 60 warm-up epochs scale to 0 of 3
+    "modality_valuation": (),
 }
 ACTIVE |= {"mla": (), "greedy": ("method.warmup_epochs=0",)}  # helper B
 
@@ -121,5 +123,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "bogc": lambda r: r["fusion_weight_audio"] != 0.5,  # the evidence moved the shares off the plain sum
         "mla": lambda r: r["proj_ratio_visual"] < 1.0,  # the projector P, carried across the interruption
         "greedy": lambda r: r["rebalance_audio"] + r["rebalance_visual"] > 0.0,  # speeds M and the window
+        "sample_valuation": lambda r: r["resampled_audio"] + r["resampled_visual"] > 0,
+        "modality_valuation": lambda r: "part_valuation_audio" in r,
     }[method]
     assert any(acted(r) for r in replayed)

@@ -50,6 +50,17 @@ OGM_PARAMS = {
 }
 
 
+VALUATION_PARAMS = {
+    "warmup_epochs": EPOCH,
+    "reference_epochs": REFERENCE_EPOCHS,
+    "mask_level": Param("choice", choices=("feature", "input")),  # where a copy's other modality is zeroed
+}
+VALUATION_LOGS = {
+    "valuation": "mean Shapley value on train",
+    "resampled": "copies keeping this modality only",
+}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -251,6 +262,28 @@ METHODS = {
             head="mmtm",
             problems=_greedy_problems,
         ),
+        # helper D: sample-level modality valuation (Wei, Feng, Wang & Hu, CVPR 2024), both re-sampling variants
+        MethodSpec(
+            "sample_valuation",
+            "Valuation (sample-level)",
+            "bml.methods.valuation",
+            "SampleValuation",
+            "Wei, Feng, Wang & Hu, CVPR 2024 (sample-level re-sampling)",
+            n_modalities=2,
+            params=VALUATION_PARAMS,
+            logs=VALUATION_LOGS,
+        ),
+        MethodSpec(
+            "modality_valuation",
+            "Modality valuation (modality-level)",  # BalanceBenchmark's "Modality valuation" row is this variant
+            "bml.methods.valuation",
+            "ModalityValuation",
+            "Wei, Feng, Wang & Hu, CVPR 2024 (modality-level re-sampling)",
+            n_modalities=2,
+            params=VALUATION_PARAMS
+            | {"alpha": Param("number", minimum=0), "part_ratio": Param("number", above=0, maximum=1)},
+            logs=VALUATION_LOGS | {"part_valuation": "mean Shapley value on the random part"},
+        ),
     )
 }
 UNIMODAL_SUFFIX = "_only"
@@ -260,8 +293,40 @@ PUBLISHED_TITLES = {
     "unimodal_2": "Uni-modal 2",
     "pmr": "PMR",
     "agm": "AGM",
-    "modality_valuation": "Modality valuation",
 }
+
+
+def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
+    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
+
+    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
+    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
+    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
+    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise). Torch-free, so the plan checks
+    schedules with it (bml/methods/base.py re-exports it for the methods).
+    """
+    if reference_epochs < 1 or epochs < 1 or epoch < 0:
+        raise ValueError(
+            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
+        )
+    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
+
+
+def schedule_problems(spec: MethodSpec, params: dict, epochs: int) -> list[str]:
+    """What is wrong with a method's schedule on a run of `epochs` epochs: a warm-up that, scaled to the run
+    (scale_epoch), covers every epoch leaves the method nothing to do, so the plan refuses it."""
+    if "warmup_epochs" not in spec.params or not isinstance(params.get("warmup_epochs"), int):
+        return []
+    warmup, reference = params["warmup_epochs"], params.get("reference_epochs", epochs)
+    if not isinstance(reference, int) or reference < 1 or warmup < 0 or epochs < 1:
+        return []  # the schema names those
+    scaled = scale_epoch(warmup, epochs, reference)
+    if scaled < epochs:
+        return []
+    return [
+        f"key 'warmup_epochs': {warmup} of {reference} reference epochs is {scaled} of this protocol's {epochs}, "
+        f"the whole run: {spec.title} would never act; lower warmup_epochs or raise train.epochs"
+    ]
 
 
 def method_spec(name: str) -> MethodSpec:

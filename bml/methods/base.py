@@ -6,13 +6,16 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
   `param_groups(model)` (phases, per-part learning rates); nothing else touches the model's structure;
 - the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
   valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
-  modality masks, drawn from the run's seeded generators so a resumed run draws the same;
+  modality masks, drawn from the run's seeded generators so a resumed run draws the same. A mask acts at
+  the level the method's paper masks (`Samples.mask_level`): "input" (the default) zeroes the masked input
+  before the encoder; "feature" leaves the encoder its real input and zeroes its pooled feature before the
+  fusion head (sample-level valuation), so BatchNorm in train mode never sees all-zero images;
 - the step: `training_step(ctx, batch)` owns the whole step (several optimizer steps per batch); the
   default runs the hooks below, in this order, with one optimizer step:
 
       batch  = before_forward(batch, ctx)                  # re-sample or perturb inputs
       ctx.zero_grad()
-      out    = on_features(model, model(batch.inputs), batch, ctx)   # drop features, add logits
+      out    = on_features(model, forward(model, batch), batch, ctx)  # drop features, add logits
       losses = loss(model, out, batch, ctx)                # {"ce": ...} or several named terms
       backward(model, losses, ctx)                         # default: ctx.backward(sum of losses)
       after_backward(model, out, batch, ctx)               # scale or replace gradients
@@ -34,6 +37,7 @@ go through `record` (means per epoch in history.csv and MLflow); anything kept a
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec
+from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (scale_epoch: the methods import it from here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
@@ -52,7 +56,11 @@ class Batch:
     inputs: dict[str, torch.Tensor]  # modality -> (B, ...) on the device, ready for the encoder
     labels: torch.Tensor  # (B,)
     index: torch.Tensor  # (B,) positions of the samples in the training split
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B,) bool, False: input zeroed
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B,) bool, False: masked
+    mask_level: str = "input"  # where `masks` act: "input" (already zeroed in `inputs`) or "feature" (forward)
+
+
+MASK_LEVELS = ("input", "feature")
 
 
 @dataclass
@@ -60,7 +68,14 @@ class Samples:
     """A method's choice of one epoch's training samples."""
 
     indices: np.ndarray  # (N',) positions in the training split; repeats allowed
-    masks: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N',) bool, False: zero that input
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N',) bool, False: masked
+    # "input": zero the masked sample's input (the contract's default, as every method before valuation had it);
+    # "feature": the encoder sees the real input, its pooled feature is zeroed before the fusion head
+    mask_level: str = "input"
+
+    def __post_init__(self) -> None:
+        if self.mask_level not in MASK_LEVELS:
+            raise ValueError(f"Samples.mask_level {self.mask_level!r}: choose one of {MASK_LEVELS}")
 
 
 @dataclass
@@ -211,7 +226,7 @@ class Method:
         """One step; returns each loss term's value (batch mean) for the history."""
         batch = self.before_forward(batch, ctx)
         ctx.zero_grad()
-        out = self.on_features(ctx.model, ctx.model(batch.inputs), batch, ctx)
+        out = self.on_features(ctx.model, forward(ctx.model, batch), batch, ctx)
         losses = self.loss(ctx.model, out, batch, ctx)
         values = {name: term.item() for name, term in losses.items()}
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
@@ -263,24 +278,23 @@ class Method:
         """Restore what state_dict() returned (nothing by default)."""
 
 
+def forward(model: nn.Module, batch: Batch) -> Output:
+    """The model on a batch; feature-level masks zero the masked samples' features before the fusion head
+    (the model's `feature_masks`; input-level ones were applied to the inputs when the batch was made). A method
+    that owns its step (`training_step`) calls this rather than `model(batch.inputs)` to honour them."""
+    if batch.mask_level == "feature" and batch.masks:
+        if "feature_masks" not in inspect.signature(model.forward).parameters:
+            raise TypeError(
+                f"{type(model).__name__} cannot zero features (its forward takes no feature_masks); a method "
+                f"that builds its own model masks at mask_level 'input' or gives its model feature_masks"
+            )
+        return model(batch.inputs, feature_masks=batch.masks)
+    return model(batch.inputs)
+
+
 def labels_of(out: Output, batch: Batch) -> torch.Tensor:
     """The labels of the rows `out.logits` covers (all, unless the method dropped samples)."""
     return batch.labels if out.keep is None else batch.labels[out.keep]
-
-
-def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
-    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
-
-    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
-    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
-    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
-    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise).
-    """
-    if reference_epochs < 1 or epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
-        )
-    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
 
 
 def two_modalities(run: RunContext, who: str) -> tuple[str, str]:

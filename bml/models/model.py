@@ -4,6 +4,8 @@ encoder + a linear head (the uni-modal baselines), or trained uni-modal models s
 Every model maps `inputs` ({modality: tensor}) to an `Output`: fused logits, each modality's features, and
 the per-modality logits where the model defines them itself (uni-modal models, the ensemble). For a fusion
 head, `model.unimodal_logits(features)` splits the fused logits per modality where the head allows it.
+`model.head_logits(features)` runs the model's head alone on given features: the fused logits with some
+modalities' features zeroed, as sample-level valuation values a modality (bml/evaluate.py: shapley).
 """
 
 from __future__ import annotations
@@ -49,9 +51,16 @@ class MultimodalModel(nn.Module):
             {m: nn.Linear(e.out_dim, n_classes) for m, e in encoders.items()} if unimodal_heads else {}
         )
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> Output:
+    def forward(self, inputs: dict[str, torch.Tensor], feature_masks: dict[str, torch.Tensor] | None = None) -> Output:
+        """`feature_masks` ({m: (B,) bool}, False: zero that sample's feature of m): the encoders see their real
+        inputs, the head the masked features (a method's feature-level masks, bml/methods/base.py: Samples)."""
         features = {m: enc(inputs[m]) for m, enc in self.encoders.items()}  # (B, D_m) each
+        for m, keep in (feature_masks or {}).items():
+            features[m] = features[m] * keep.view(-1, 1).to(features[m].dtype)
         return Output(self.fusion(features), features)
+
+    def head_logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fusion(features)  # (B, C)
 
     def unimodal_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.fusion.unimodal_logits(features)
@@ -73,6 +82,9 @@ class UnimodalModel(nn.Module):
         logits = self.head(f)  # (B, C)
         return Output(logits, {m: f}, {m: logits})
 
+    def head_logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(features[self.modalities[0]])  # (B, C)
+
 
 class LateEnsemble(nn.Module):
     """Trained uni-modal models, their logits summed (late fusion; UME, Du et al., ICML 2023)."""
@@ -90,6 +102,9 @@ class LateEnsemble(nn.Module):
             {k: v for o in outs for k, v in o.features.items()},
             {k: v for o in outs for k, v in o.unimodal.items()},
         )
+
+    def head_logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(member.head_logits(features) for member in self.members)  # (B, C)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
