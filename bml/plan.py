@@ -428,7 +428,7 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
         for cell in block_cells:
             missing = [r for r in cell.requires if r not in names]
             if missing:
-                add = [{"method": parse_cell_name(r)["method"], "fusion": parse_cell_name(r)["fusion"]} for r in missing]
+                add = [{k: parse_cell_name(r)[k] for k in ("method", "fusion")} for r in missing]
                 raise ConfigError(
                     f"params/params.yaml: key 'matrix[{i}].runs' (matrix {pipeline['matrix']!r}): {cell.method} "
                     f"needs the runs {missing} (same dataset, protocol and seed), which the block lacks; add "

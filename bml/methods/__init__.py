@@ -147,6 +147,16 @@ METHODS = {
             },
             logs={"relearn_weight": "re-learning weight"},
         ),
+        # helper E: I2M2, whose experts and inter-modal model are runs of their own (requires)
+        MethodSpec(
+            "i2m2",
+            "I2M2",
+            "bml.methods.i2m2",
+            "I2M2",
+            "Madaan et al., NeurIPS 2024",
+            requires=UNIMODAL_RUNS + (("joint", FUSION),),
+            params={"lr": Param("number", above=0), "grad_clip": Param("number", above=0)},
+        ),
     )
 }
 # Rows of published tables that bml does not run (yet): their display names only.
