@@ -9,8 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import PARAMS, cell_config
+import yaml
+from conftest import PARAMS, cell_config, tiny_project
 from test_methods_resume import AV, history, run_folder, unit_run
+from test_workflow import snakemake
 
 from bml.config import ConfigError
 from bml.dvc_stages import dvc_yaml
@@ -93,8 +95,6 @@ def test_the_plan_makes_them_workflow_edges_in_both_engines():
     )
     assert cell.config["requires"]["joint"].endswith("embedded/film/joint/seed0")
     # DVC: the stage depends on each needed run's metrics.json (Snakemake's rule reads the same cell.requires)
-    import yaml
-
     stage = yaml.safe_load(dvc_yaml(plan))["stages"]["train-avdigits-embedded-i2m2-film-s0"]
     for name in cell.requires:
         assert plan.cell(name).metrics in stage["deps"]
@@ -103,8 +103,6 @@ def test_the_plan_makes_them_workflow_edges_in_both_engines():
 def test_a_block_without_the_joint_run_is_refused_naming_the_key_and_the_run(tmp_path):
     params = tmp_path / "params"
     shutil.copytree(PARAMS, params)
-    import yaml
-
     path = params / "params.yaml"
     data = yaml.safe_load(path.read_text())
     runs = [{"method": m, "fusion": "none"} for m in ("audio_only", "visual_only")] + [
@@ -185,3 +183,15 @@ def test_a_short_run_fine_tunes_the_trained_runs(packed_avdigits, tmp_path):
     best = result["test"]["best"]
     for key in ("acc", "acc_audio", "acc_visual", "probe_audio", "probe_audio.unimodal", "probe_visual.unimodal"):
         assert 0.0 <= best[key] <= 100.0, key
+
+
+def test_snakemake_schedules_the_needed_runs_first(project_copy):
+    runs = [{"method": m, "fusion": f} for m, f in [("audio_only", "none"), ("visual_only", "none")]]
+    runs += [{"method": "joint", "fusion": "sum"}, {"method": "i2m2", "fusion": "sum"}]
+    tiny_project(project_copy, runs=runs)
+    target = "results/avdigits/embedded/sum/i2m2/seed0/metrics.json"
+    out = snakemake(project_copy, "-n", "--cores", "1", target).stdout
+    # asked for the I2M2 run alone, Snakemake schedules the three it reads too: its inputs (the plan's edges)
+    assert any(line.split() == ["train", "4"] for line in out.splitlines()), out[-1500:]
+    for cell in ("none/audio_only", "none/visual_only", "sum/joint"):
+        assert f"results/avdigits/embedded/{cell}/seed0/metrics.json" in out, cell
