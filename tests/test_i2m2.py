@@ -11,7 +11,13 @@ import pytest
 import torch
 import yaml
 from conftest import PARAMS, cell_config, tiny_project
-from test_methods_resume import AV, history, run_folder, unit_run
+from test_methods_resume import (  # noqa: F401 (one_torch_thread: an autouse fixture)
+    AV,
+    history,
+    one_torch_thread,
+    run_folder,
+    unit_run,
+)
 from test_workflow import snakemake
 
 from bml.config import ConfigError
@@ -180,6 +186,7 @@ def test_a_short_run_fine_tunes_the_trained_runs(packed_avdigits, tmp_path):
     result = train(config)
     rows = history(config)
     assert len(rows) == 2 and rows[0]["lr"] == pytest.approx(0.01)
+    assert all(r["expert_ce_audio"] > 0.0 and r["expert_ce_visual"] > 0.0 for r in rows)
     best = result["test"]["best"]
     for key in ("acc", "acc_audio", "acc_visual", "probe_audio", "probe_audio.unimodal", "probe_visual.unimodal"):
         assert 0.0 <= best[key] <= 100.0, key

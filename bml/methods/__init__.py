@@ -156,6 +156,7 @@ METHODS = {
             "Madaan et al., NeurIPS 2024",
             requires=UNIMODAL_RUNS + (("joint", FUSION),),
             params={"lr": Param("number", above=0), "grad_clip": Param("number", above=0)},
+            logs={"expert_ce": "expert's cross-entropy"},
         ),
     )
 }

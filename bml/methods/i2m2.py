@@ -29,7 +29,8 @@ for the experts and 0.1 for the inter-modal model (avmnist_main.py lines 45, 66)
 matrix's own baselines, shared with every other method. The authors stop early after 10 epochs without a better
 validation accuracy (line 241); bml trains the protocol's epochs and keeps the best on validation.
 
-Evaluation: `acc_<m>` is each expert's accuracy; the probes measure every encoder, the inter-modal model's as
+Logged per epoch: `expert_ce_<m>`, each expert's own cross-entropy on the training batches (a diagnostic, not
+in the loss). Evaluation: `acc_<m>` is each expert's accuracy; the probes measure every encoder, the inter-modal model's as
 `probe_<m>` and the experts' as `probe_<m>.unimodal` (bml/catalog.py: encoder_key).
 """
 
@@ -112,4 +113,8 @@ class I2M2(Method):
         return self.params["grad_clip"]
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        return {"nll": F.nll_loss(out.logits, labels_of(out, batch))}
+        labels = labels_of(out, batch)
+        with torch.no_grad():  # each expert's own cross-entropy on the batch: how far apart the parts learn
+            for m, z in out.unimodal.items():
+                self.record(f"expert_ce_{m}", F.cross_entropy(z.float(), labels).item())
+        return {"nll": F.nll_loss(out.logits, labels)}
