@@ -30,8 +30,8 @@ matrix's own baselines, shared with every other method. The authors stop early a
 validation accuracy (line 241); bml trains the protocol's epochs and keeps the best on validation.
 
 Logged per epoch: `expert_ce_<m>`, each expert's own cross-entropy on the training batches (a diagnostic, not
-in the loss). Evaluation: `acc_<m>` is each expert's accuracy; the probes measure every encoder, the inter-modal model's as
-`probe_<m>` and the experts' as `probe_<m>.unimodal` (bml/catalog.py: encoder_key).
+in the loss). Evaluation: `acc_<m>` is each expert's accuracy; the probes measure every encoder, the
+inter-modal model's as `probe_<m>` and the experts' as `probe_<m>.unimodal` (bml/catalog.py: encoder_key).
 """
 
 from __future__ import annotations
