@@ -4,8 +4,12 @@ before the untimed final evaluation."""
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
+import bml  # noqa: F401 (first: it pins the CPU kernels before torch and numpy load, bml/runtime.py)
+
+# isort: split
 import torch
 
 from bml import train as bt
@@ -47,23 +51,36 @@ class LastEpochDone(Exception):
     """Raised from train()'s log callback after the last epoch, before the (untimed) final test evaluation."""
 
 
+class _StopAfter(logging.Handler):
+    """Raises LastEpochDone when bml.train logs `message_start` (its line after an epoch's checkpoint)."""
+
+    def __init__(self, message_start: str) -> None:
+        super().__init__(logging.INFO)
+        self.message_start = message_start
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.message_start):
+            raise LastEpochDone
+
+
 def train_epochs(config: dict) -> list[dict]:
     """`bml.train.train(config)` on the CPU from scratch in config["paths"]["run_dir"]; returns the history of
     its epochs (checkpoint.pt's, with each epoch's step_time_ms, epoch_end_time_s and epoch_time_s).
 
-    The log callback raises once the last epoch is logged (after its checkpoint is written), so the final test
-    evaluation, never timed, is skipped; nothing in bml is patched.
+    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so
+    the final test evaluation, never timed, is skipped; nothing in bml is patched.
     """
     config = copy.deepcopy(config)
     epochs = config["train"]["epochs"]
-    last = f"epoch {epochs}/{epochs}:"
-
-    def log(msg: str) -> None:
-        if msg.startswith(last):
-            raise LastEpochDone
-
+    logger, stop = bt.log, _StopAfter(f"epoch {epochs}/{epochs}:")
+    level = logger.level
+    logger.addHandler(stop)
+    logger.setLevel(logging.INFO)
     try:
-        bt.train(config, device="cpu", restart=True, log=log)
+        bt.train(config, device="cpu", restart=True)
     except LastEpochDone:
         pass
+    finally:
+        logger.removeHandler(stop)
+        logger.setLevel(level)
     return torch.load(Path(config["paths"]["run_dir"]) / CHECKPOINT, weights_only=False)["history"]
