@@ -122,6 +122,14 @@ def test_a_block_without_the_joint_run_is_refused_naming_the_key_and_the_run(tmp
         load_plan(params)
 
 
+def test_a_declared_run_bml_cannot_make_is_refused_naming_the_declaration(monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(METHODS, "i2m2", replace(METHODS["i2m2"], requires=(("flow_only", "none"),)))
+    with pytest.raises(ConfigError, match=r"'i2m2' needs runs bml cannot make.*flow_only with fusion none.*requires"):
+        cell_config(PARAMS.parent / "data", PARAMS.parent / "results", "i2m2")
+
+
 def test_a_bad_parameter_is_refused_before_any_job():
     with pytest.raises(ConfigError, match="grad_clip"):
         cell_config(PARAMS.parent / "data", PARAMS.parent / "results", "i2m2", sets=("method.grad_clip=-1",))
