@@ -1,8 +1,8 @@
 """I2M2: inter- and intra-modality modelling, a product of uni-modal experts and an inter-modal model.
 
-Madaan, Makino, Chopra & Cho, "Jointly Modeling Inter- & Intra-Modality Dependencies for Multi-modal Learning",
-NeurIPS 2024. Authors' code: divyam3897/I2M2, avmnist_and_mimic/ (built on MultiBench); facts and where they are
-(docs/methods.md, "I2M2"):
+Divyam Madaan, Taro Makino, Sumit Chopra & Kyunghyun Cho, "Jointly Modeling Inter- & Intra-Modality Dependencies
+for Multi-modal Learning", NeurIPS 2024 (arXiv 2405.17613). Authors' code: divyam3897/I2M2,
+avmnist_and_mimic/ (built on MultiBench); facts and where they are (docs/methods.md, "I2M2"):
 
 - the model: one uni-modal classifier per modality (the intra-modality experts f_m, each with its own encoder)
   and one multimodal classifier (the inter-modality model f_x, encoders of its own and a fusion head).
@@ -26,8 +26,9 @@ NeurIPS 2024. Authors' code: divyam3897/I2M2, avmnist_and_mimic/ (built on Multi
 
 What bml does not follow: the pre-training runs use the protocol's learning rate, where the authors used 0.01
 for the experts and 0.1 for the inter-modal model (avmnist_main.py lines 45, 66): in bml those runs are the
-matrix's own baselines, shared with every other method. The authors stop early after 10 epochs without a better
-validation accuracy (line 241); bml trains the protocol's epochs and keeps the best on validation.
+matrix's own baselines, shared with every other method. The authors stop early once more than 10 epochs in a
+row bring no better validation accuracy (inter_and_intra_modality.py line 241); bml trains the protocol's
+epochs and keeps the best on validation.
 
 Logged per epoch: `expert_ce_<m>`, each expert's own cross-entropy on the training batches (a diagnostic, not
 in the loss). Evaluation: `acc_<m>` is each expert's accuracy; the probes measure every encoder, the
