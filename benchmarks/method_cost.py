@@ -10,6 +10,7 @@ with fusion concat (or their own head: MLA's `mla`, Greedy's `mmtm`) on avdigits
 seed 0, the packed data under --data-root, tracking off, probe_every 0) for `--epochs` epochs per round; the
 methods take turns within a round, in an order rotated every round, so load on a shared machine falls on all of
 them alike. The final test evaluation is skipped (the log callback raises after the last epoch: it is never timed).
+A method that reads other runs (I2M2: the uni-modal runs and joint) gets them trained first, one untimed epoch each.
 
 Each run's history gives, per epoch, `step_time_ms` (the training steps: data, hooks, backward, optimizer,
 over the steps of the epoch) and `epoch_end_time_s` (the method's end-of-epoch work). The methods act from
@@ -58,7 +59,7 @@ import torch  # noqa: E402
 from timed_training import cell_config, train_epochs  # noqa: E402
 
 from bml.data.loader import PackedSplit  # noqa: E402
-from bml.methods import method_spec  # noqa: E402
+from bml.methods import method_spec, required_runs  # noqa: E402
 from bml.methods.relearning import relearn_epochs  # noqa: E402
 from bml.plan import load_pipeline  # noqa: E402
 
@@ -90,6 +91,19 @@ def epoch_steps(config: dict, row: dict) -> int:
     )
     extra = sum(v for k, v in row.items() if k.startswith("resampled_"))
     return math.ceil((n + extra) / train["batch_size"])
+
+
+def train_required(methods: list[str], data_root: Path, results: str) -> None:
+    """The runs the timed methods read (I2M2's uni-modal experts and joint model), one untimed epoch each, so
+    that their best.pt is there to load; a run that is itself timed is trained again by its timing."""
+    done: set[tuple[str, str]] = set()
+    for method in methods:
+        modalities = list(cell_config(data_root, results, method, FUSION, 0)["data"]["modalities"])
+        for name, fusion in required_runs(method_spec(method), modalities, FUSION):
+            if (name, fusion) not in done:
+                done.add((name, fusion))
+                once = ("train.epochs=1", "train.probe_every=0")
+                train_epochs(cell_config(data_root, results, name, fusion, 0, once))
 
 
 def matrix_methods() -> list[str]:
@@ -146,6 +160,7 @@ def main() -> None:
             )
             for m in methods
         }
+        train_required(methods, args.data_root, tmp)
         for r in range(args.rounds):
             order = methods[r % len(methods) :] + methods[: r % len(methods)]
             per_round.append({})

@@ -7,6 +7,9 @@ import copy
 import logging
 from pathlib import Path
 
+import bml  # noqa: F401 (first: it pins the CPU kernels before torch and numpy load, bml/runtime.py)
+
+# isort: split
 import torch
 
 from bml import train as bt
@@ -48,31 +51,36 @@ class LastEpochDone(Exception):
     """Raised from train()'s log callback after the last epoch, before the (untimed) final test evaluation."""
 
 
+class _StopAfter(logging.Handler):
+    """Raises LastEpochDone when bml.train logs `message_start` (its line after an epoch's checkpoint)."""
+
+    def __init__(self, message_start: str) -> None:
+        super().__init__(logging.INFO)
+        self.message_start = message_start
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.message_start):
+            raise LastEpochDone
+
+
 def train_epochs(config: dict) -> list[dict]:
     """`bml.train.train(config)` on the CPU from scratch in config["paths"]["run_dir"]; returns the history of
     its epochs (checkpoint.pt's, with each epoch's step_time_ms, epoch_end_time_s and epoch_time_s).
 
-    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so the
-    final test evaluation, never timed, is skipped; nothing in bml is patched.
+    A handler on bml.train's logger raises once the last epoch is logged (after its checkpoint is written), so
+    the final test evaluation, never timed, is skipped; nothing in bml is patched.
     """
     config = copy.deepcopy(config)
     epochs = config["train"]["epochs"]
-    last = f"epoch {epochs}/{epochs}:"
-
-    class StopAfterLastEpoch(logging.Handler):  # train() logs each epoch through bml.train's logger
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith(last):
-                raise LastEpochDone
-
-    handler, logger = StopAfterLastEpoch(), logging.getLogger(bt.__name__)
+    logger, stop = bt.log, _StopAfter(f"epoch {epochs}/{epochs}:")
     level = logger.level
-    logger.addHandler(handler)
+    logger.addHandler(stop)
     logger.setLevel(logging.INFO)
     try:
         bt.train(config, device="cpu", restart=True)
     except LastEpochDone:
         pass
     finally:
-        logger.removeHandler(handler)
+        logger.removeHandler(stop)
         logger.setLevel(level)
     return torch.load(Path(config["paths"]["run_dir"]) / CHECKPOINT, weights_only=False)["history"]

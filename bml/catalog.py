@@ -30,4 +30,15 @@ FUSIONS = {
 }
 NO_FUSION = "none"  # uni-modal models and the ensemble have no fusion head
 
+# A model with more than one encoder of a modality (I2M2: the uni-modal experts' and the inter-modal model's) keys
+# the extra ones' features "<modality>.<part>" (audio.unimodal), so the probes measure each as probe_audio.unimodal;
+# a '.' (never in a modality's name, and allowed in MLflow's metric names, where '@' is not) marks such a key.
+ENCODER_PART = "."
+
+
+def encoder_key(modality: str, part: str) -> str:
+    """The features key of `modality`'s encoder in the model's `part` (its first encoder is keyed `modality`)."""
+    return f"{modality}{ENCODER_PART}{part}"
+
+
 ENCODERS = ("small_cnn", "resnet18")  # encoder families; each kind (bml/kinds/) builds one encoder per family

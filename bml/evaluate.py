@@ -4,8 +4,10 @@
 - per-modality accuracy (`acc_<m>`) from the per-modality logits, where the model has them
   (bml/models/fusion.py; docs/methods.md, "Uni-modal logits from a fusion head");
 - linear-probe accuracy of each frozen encoder (`probe_<m>`): a multinomial logistic regression on
-  train-split features, its C chosen on validation, scored on test. The BML papers' measure of an
-  under-optimized modality (e.g. Peng et al., CVPR 2022; Wei et al., TPAMI 2024): a joint model's
+  train-split features, its C chosen on validation, scored on test. A model with more than one encoder of a
+  modality (I2M2) keys the others' features `<m>.<part>` (bml/catalog.py: encoder_key), probed as
+  `probe_<m>.<part>` (probe_audio.unimodal): every encoder measured, today's keys unchanged. The BML papers'
+  measure of an under-optimized modality (e.g. Peng et al., CVPR 2022; Wei et al., TPAMI 2024): a joint model's
   encoder that probes below a uni-modal model's encoder was held back by the other modality;
 - robustness: accuracy with one modality's input zeroed (`acc_zero_<m>`), and with Gaussian noise added
   to it (`acc_noise_<m>`, std `noise_std` times that input's own std over the batch);
@@ -210,7 +212,8 @@ def linear_probe(
 def probes(
     train: dict, val: dict, test: dict | None, cs: tuple[float, ...], max_iter: int, n_classes: int
 ) -> dict[str, float]:
-    """probe_<m> for each encoder of the model (test accuracy, or val accuracy without test)."""
+    """probe_<key> for each encoder of the model, keyed as its features are (`<m>`, or `<m>.<part>` for a further
+    encoder of modality m): test accuracy, or val accuracy without test."""
     result = {}
     for m in train["features"]:
         r = linear_probe(

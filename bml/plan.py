@@ -208,6 +208,7 @@ def resolve_cell(
         raise ConfigError(
             f"{where}: method {method!r} works with fusion {fusions} on {len(modalities)} modalities, not {fusion!r}"
         )
+    needed = _required_runs(where, spec, modalities, fusion)
     mpath = params_dir / "methods" / f"{method}.yaml"
     method_params = read_yaml(mpath) if mpath.is_file() else {}
     method_params = merge(
@@ -231,7 +232,7 @@ def resolve_cell(
             "run_dir": run_dir,
             "results_root": layout.results_root,
         },
-        "requires": {m: layout.run_dir(dataset.name, protocol, f, m, seed) for m, f in required_runs(spec, modalities)},
+        "requires": {m: layout.run_dir(dataset.name, protocol, f, m, seed) for m, f in needed},
         "tracking": copy.deepcopy(pipeline["tracking"]),
         "protocol_description": proto["description"],
     }
@@ -261,7 +262,7 @@ def resolve_cell(
         schedule_problems(spec, config["method"], config["train"]["epochs"]),
     )
     config["hash"] = digest(hashed_config(config))
-    requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))
+    requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in needed)
     return Cell(
         dataset.name,
         protocol,
@@ -273,6 +274,22 @@ def resolve_cell(
         requires,
         stage_code("train", spec.module),
     )
+
+
+def _required_runs(where: str, spec, modalities: list[str], fusion: str) -> list[tuple[str, str]]:
+    """(method, fusion) of the runs a cell needs (its method's `requires`, resolved), each one a run bml can make
+    on this dataset; ConfigError naming the method's declaration otherwise. Keyed by method in the cell's
+    configuration (`requires`), so two needed runs of one method are refused too."""
+    needed = required_runs(spec, modalities, fusion)
+    possible = every_run(modalities)
+    bad = [f"{m} with fusion {f}" for m, f in needed if (m, f) not in possible]
+    twice = sorted({m for m, _ in needed if [n for n, _ in needed].count(m) > 1})
+    if bad or twice:
+        what = f"runs bml cannot make on {modalities}: {bad}" if bad else f"one method twice: {twice}"
+        raise ConfigError(
+            f"{where}: method {spec.name!r} needs {what} (bml/methods/__init__.py: its requires {list(spec.requires)})"
+        )
+    return needed
 
 
 def _train_problems(train: dict) -> list[str]:
@@ -422,10 +439,11 @@ def load_plan(params_dir: str | Path = PARAMS_DIR, overrides: dict | None = None
         for cell in block_cells:
             missing = [r for r in cell.requires if r not in names]
             if missing:
+                add = [{k: parse_cell_name(r)[k] for k in ("method", "fusion")} for r in missing]
                 raise ConfigError(
-                    f"params/params.yaml: matrix[{i}]: {cell.method} needs the runs {missing} (same "
-                    f"dataset, protocol and seed), which the block lacks; add "
-                    f"{sorted({parse_cell_name(r)['method'] for r in missing})} with fusion none to its runs"
+                    f"params/params.yaml: key 'matrix[{i}].runs' (matrix {pipeline['matrix']!r}): {cell.method} "
+                    f"needs the runs {missing} (same dataset, protocol and seed), which the block lacks; add "
+                    f"{sorted(add, key=lambda r: (r['method'], r['fusion']))} to its runs"
                 )
         cells += block_cells
     seen: dict[str, int] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bml.catalog import ENCODER_PART
 from bml.datasets import dataset_titles
 from bml.methods import UNIMODAL_SUFFIX, method_spec
 from bml.results import Run, by_seed, cell_label, method_name
@@ -39,7 +40,7 @@ def run_modalities(run: Run) -> list[str]:
     names = []
     for key in keys:
         prefix = next((p for p in MODALITY_PREFIXES if key.startswith(p) and len(key) > len(p)), None)
-        if prefix is not None:
+        if prefix is not None and ENCODER_PART not in key:  # probe_audio.unimodal: a further encoder of audio
             names.append(key[len(prefix) :])
     if run.method.endswith(UNIMODAL_SUFFIX) and len(run.method) > len(UNIMODAL_SUFFIX):
         names.append(run.method[: -len(UNIMODAL_SUFFIX)])

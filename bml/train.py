@@ -217,7 +217,7 @@ def train(config: dict, device: str | None = None, restart: bool = False, replac
     if not job.method.spec.trains:
         return evaluate_only(job)
     ts = job.settings
-    services = StepServices(job.run.device, ts.precision, ts.grad_clip, ts.accumulate)
+    services = StepServices(job.run.device, ts.precision, job.method.grad_clip(ts.grad_clip), ts.accumulate)
     optimizer = build_optimizer(job.method.param_groups(job.model), ts.optimizer)
     parts = Parts(job.model, optimizer, build_scheduler(optimizer, ts.scheduler, ts.epochs), services, job.method)
     record = resume(job, parts, restart, replace_stale)

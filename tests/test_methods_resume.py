@@ -6,6 +6,7 @@ interrupted-then-resumed run.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +101,27 @@ ACTIVE = {
     "sample_valuation": (),  # 5 of 60 warm-up epochs scale to 0 of 3
     "modality_valuation": (),
 }
+ACTIVE |= {"i2m2": ()}  # helper E
 ACTIVE |= {"mla": (), "greedy": ("method.warmup_epochs=0",)}  # helper B
+
+
+def train_required_runs(data_root: Path, results: Path, method: str, copies: tuple[Path, ...] = ()) -> None:
+    """The runs a method needs (its `requires`: I2M2's experts and joint model), one epoch each, trained under
+    `results` and copied to each of `copies` (the resumed run reads the very same ones)."""
+    from bml.methods import method_spec, required_runs
+
+    needed = required_runs(method_spec(method), list(AV), "concat")
+    for name, fusion in needed:
+        train(cell_config(data_root, results, name, fusion, epochs=1))
+    for root in copies if needed else ():
+        shutil.copytree(results, root)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(ACTIVE))
 def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkeypatch, method):
     fusion = method_spec(method).head or "concat"  # a method with a head of its own runs under its name
+    train_required_runs(packed_avdigits, tmp_path / "whole", method, (tmp_path / "cut",))
     whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, fusion, epochs=3, sets=ACTIVE[method])
     whole = train(whole_config)
     cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, fusion, epochs=3, sets=ACTIVE[method])
@@ -125,5 +140,6 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "greedy": lambda r: r["rebalance_audio"] + r["rebalance_visual"] > 0.0,  # speeds M and the window
         "sample_valuation": lambda r: r["resampled_audio"] + r["resampled_visual"] > 0,
         "modality_valuation": lambda r: "part_valuation_audio" in r,
+        "i2m2": lambda r: r["lr"] <= 0.01,  # its own lr (the protocol's is 0.05): fine-tuning the loaded runs
     }[method]
     assert any(acted(r) for r in replayed)

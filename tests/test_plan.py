@@ -142,7 +142,8 @@ def _block(**kw):
         (
             "params.yaml",
             _block(runs=[{"method": "ensemble", "fusion": "none"}]),
-            r"ensemble needs the runs \['avdigits-embedded-audio_only-none-s0'.*add \['audio_only', 'visual_only'\]",
+            r"key 'matrix\[0\].runs'.*ensemble needs the runs \['avdigits-embedded-audio_only-none-s0'.*add "
+            r"\[\{'method': 'audio_only', 'fusion': 'none'\}, \{'method': 'visual_only', 'fusion': 'none'\}\]",
         ),
         ("params.yaml", _block(dataset="cremad"), "whose release root is not set; set datasets.cremad.root"),
         ("params.yaml", lambda p: p["extract"].__setitem__("n_shard", 3), r"key 'extract'.*n_shard.*allowed keys"),

@@ -71,7 +71,9 @@ class MethodSpec:
     fusions: str = "any"  # any: every fusion head; split: heads whose logits split per modality; none: no head
     n_modalities: int | None = None  # 2: its formulas are defined for two modalities; None: any number >= 2
     trains: bool = True  # False: it evaluates runs trained by others (the ensemble)
-    requires: str = ""  # "unimodal": the <modality>_only run of each modality, same dataset, protocol and seed
+    # the runs it reads, same dataset, protocol and seed: (method, fusion) patterns that `required_runs`
+    # resolves; "<modality>" in a method stands for each of the dataset's modalities, "<fusion>" for the cell's own
+    requires: tuple[tuple[str, str], ...] = ()
     modality: str | None = None  # uni-modal baselines: the one modality they see
     params: dict[str, Param] = field(default_factory=dict, compare=False)  # every key its YAML must set
     logs: dict[str, str] = field(default_factory=dict, compare=False)  # history prefix (<prefix>_<modality>) -> what
@@ -82,6 +84,11 @@ class MethodSpec:
     # key and its choices (a setting its dataset cannot use, a phase longer than the protocol); the plan refuses
     # the cell with them (bml/plan.py: resolve_cell), before any job
     problems: Callable[[dict, dict, list[str]], list[str]] | None = field(default=None, compare=False)
+
+
+UNIMODAL_SUFFIX = "_only"
+MODALITY, FUSION = "<modality>", "<fusion>"  # the placeholders of a `requires` pattern
+UNIMODAL_RUNS = ((f"{MODALITY}{UNIMODAL_SUFFIX}", NO_FUSION),)  # each modality's uni-modal baseline
 
 
 def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
@@ -144,7 +151,7 @@ METHODS = {
             "UME (Du et al., ICML 2023)",
             fusions="none",
             trains=False,
-            requires="unimodal",
+            requires=UNIMODAL_RUNS,
         ),
         # OGM as its authors run it, with the Gaussian noise (BML_TPAMI2024 main.py: --modulation OGM_GE)
         _ogm("ogm", "OGM", "Wei et al., TPAMI 2024"),
@@ -284,9 +291,19 @@ METHODS = {
             | {"alpha": Param("number", minimum=0), "part_ratio": Param("number", above=0, maximum=1)},
             logs=VALUATION_LOGS | {"part_valuation": "mean Shapley value on the random part"},
         ),
+        # helper E: I2M2, whose experts and inter-modal model are runs of their own (requires)
+        MethodSpec(
+            "i2m2",
+            "I2M2",
+            "bml.methods.i2m2",
+            "I2M2",
+            "Madaan et al., NeurIPS 2024",
+            requires=UNIMODAL_RUNS + (("joint", FUSION),),
+            params={"lr": Param("number", above=0), "grad_clip": Param("number", above=0)},
+            logs={"expert_ce": "expert's cross-entropy"},
+        ),
     )
 }
-UNIMODAL_SUFFIX = "_only"
 # Rows of published tables that bml does not run (yet): their display names only.
 PUBLISHED_TITLES = {
     "unimodal_1": "Uni-modal 1",
@@ -386,11 +403,19 @@ def allowed_fusions(spec: MethodSpec, n_modalities: int) -> list[str]:
     return [f.name for f in heads if spec.fusions == "any" or f.splits_logits]
 
 
-def required_runs(spec: MethodSpec, modalities: list[str]) -> list[tuple[str, str]]:
-    """(method, fusion) of the runs `spec` needs, with the same dataset, protocol and seed."""
-    if spec.requires == "unimodal":
-        return [(f"{m}{UNIMODAL_SUFFIX}", NO_FUSION) for m in modalities]
-    return []
+def required_runs(spec: MethodSpec, modalities: list[str], fusion: str | None = None) -> list[tuple[str, str]]:
+    """(method, fusion) of the runs a cell of `spec` with this `fusion` needs (same dataset, protocol and seed):
+    its `requires` patterns resolved, "<modality>" once per modality (in the dataset's order), "<fusion>" as the
+    cell's own. Each run once, in the patterns' order."""
+    runs: list[tuple[str, str]] = []
+    for method, head in spec.requires:
+        if FUSION in (method, head) and fusion is None:
+            raise ValueError(f"{spec.name} needs a run with the cell's own fusion ({method}, {head}): pass its fusion")
+        head = head.replace(FUSION, fusion or "")
+        method = method.replace(FUSION, fusion or "")
+        names = [method.replace(MODALITY, m) for m in modalities] if MODALITY in method else [method]
+        runs += [(name, head) for name in names if (name, head) not in runs]
+    return runs
 
 
 def fusion_names() -> list[str]:

@@ -3,7 +3,8 @@
 The loop owns the data, devices, checkpoints, evaluation and tracking. A method overrides what it needs:
 
 - the model: `build_model(spec)` (add uni-modal heads, its own head, experts loaded from other runs) and
-  `param_groups(model)` (phases, per-part learning rates); nothing else touches the model's structure;
+  `param_groups(model)` (phases, per-part learning rates), `grad_clip(configured)` (a clip of its own);
+  nothing else touches the model's structure;
 - the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
   valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
   modality masks, drawn from the run's seeded generators so a resumed run draws the same. A mask acts at
@@ -25,8 +26,9 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
   bring the scaler, clipping and accumulation (StepServices), so a method never handles them itself.
 
 - test time: `predict(model, inputs)` (the default is the model's own output);
-- other runs: a method's `requires` (bml/methods/__init__.py) names the runs it reads; the plan turns
-  them into workflow edges and `ctx.run.required` gives their folders;
+- other runs: a method's `requires` (bml/methods/__init__.py) declares the runs it reads as (method, fusion)
+  patterns (("<modality>_only", "none"), ("joint", "<fusion>")); the plan resolves them, refuses a matrix that
+  lacks them and turns them into workflow edges, and `ctx.run.required` gives their folders by method name;
 - evaluation: `evaluations(found)` adds metrics to every final evaluation of the run.
 
 Between hooks, typed records (`Batch`, `Output`, the contexts), never free dict keys. Per-epoch numbers
@@ -209,6 +211,11 @@ class Method:
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def grad_clip(self, configured: float | None) -> float | None:
+        """The gradient-norm clip of the loop's StepServices: the protocol's (train.grad_clip) unless the method
+        has its own (I2M2's authors clip at 8)."""
+        return configured
 
     # the epoch --------------------------------------------------------------------------------------
     def on_epoch_start(self, ctx: EpochContext) -> None:
