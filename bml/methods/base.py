@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec
+from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
@@ -266,21 +266,6 @@ class Method:
 def labels_of(out: Output, batch: Batch) -> torch.Tensor:
     """The labels of the rows `out.logits` covers (all, unless the method dropped samples)."""
     return batch.labels if out.keep is None else batch.labels[out.keep]
-
-
-def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
-    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
-
-    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
-    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
-    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
-    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise).
-    """
-    if reference_epochs < 1 or epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
-        )
-    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
 
 
 def two_modalities(run: RunContext, who: str) -> tuple[str, str]:
