@@ -90,6 +90,7 @@ def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_conf
 
 # each method's settings that make it act within 3 tiny epochs (no warm-up)
 ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "relearning": ()}
+ACTIVE |= {"pmr": (), "agm": ()}  # helper A: PMR's window 0-100 of 150 and AGM's 0-100 of 100 cover 3 epochs
 
 
 @pytest.mark.slow
@@ -107,5 +108,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "opm": lambda r: r["dropped_steps"] > 0.0,
         "mmpareto": lambda r: "conflict_audio" in r,
         "relearning": lambda r: "relearn_weight_audio" in r,  # the scaled schedule: after epochs 1 and 2
+        "pmr": lambda r: r["pce_weight_audio"] + r["pce_weight_visual"] > 0.0,  # prototypes in the state
+        "agm": lambda r: r["agm_coef_audio"] != 1.0,  # the running scores in the state
     }[method]
     assert any(acted(r) for r in replayed)

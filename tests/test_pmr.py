@@ -151,7 +151,13 @@ def test_a_window_past_the_run_is_refused_before_any_job(packed_avdigits, tmp_pa
     with pytest.raises(
         ConfigError, match=r"key 'modulation_starts': 150 of a 150-epoch schedule .* choose at most 124"
     ):
-        cell_config(packed_avdigits, tmp_path, "pmr", epochs=3, sets=("method.modulation_starts=150",))
+        cell_config(
+            packed_avdigits,
+            tmp_path,
+            "pmr",
+            epochs=3,
+            sets=("method.modulation_starts=150", "method.modulation_ends=150"),
+        )
     with pytest.raises(ConfigError, match=r"key 'modulation_starts': 9 is after 'modulation_ends' 4"):
         cell_config(packed_avdigits, tmp_path, "pmr", sets=("method.modulation_starts=9", "method.modulation_ends=4"))
     with pytest.raises(ConfigError, match=r"key 'momentum'"):
@@ -159,6 +165,7 @@ def test_a_window_past_the_run_is_refused_before_any_job(packed_avdigits, tmp_pa
     assert not (tmp_path / "avdigits").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_a_short_run_on_tiny_avdigits_computes_prototypes_and_logs_the_weights(packed_avdigits, tmp_path):
     config = cell_config(packed_avdigits, tmp_path, "pmr", "concat", epochs=2)
     result = train(config)
