@@ -154,7 +154,11 @@ class AGM(Method):
         return replace(out, logits=o_a + o_v, unimodal={a: o_a, v: o_v})
 
     def after_backward(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> None:
-        self.record("clipped_steps", float(clip_if_head_gradient_large(model, self.params["clip_norm"])))
+        # under fp16 the gradients here are the GradScaler's scaled ones (unscaled at the optimizer step): the
+        # bound and the norm scale with them, so the rule acts on the true gradients exactly
+        scaler = ctx.services.scaler
+        bound = self.params["clip_norm"] * (scaler.get_scale() if scaler is not None else 1.0)
+        self.record("clipped_steps", float(clip_if_head_gradient_large(model, bound)))
 
     def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
         """The fused output, with o_a and o_v as each modality's logits (what acc_<m> reads)."""
