@@ -25,7 +25,7 @@ from bml.methods.agm import (
     running_mean,
     shapley_outputs,
 )
-from bml.methods.base import Batch, StepContext
+from bml.methods.base import Batch, StepContext, StepServices
 from bml.models.model import ModelSpec, build_model, unimodal_logits
 from bml.train import train
 
@@ -188,3 +188,20 @@ def test_a_short_run_on_tiny_avdigits_logs_the_coefficients(packed_avdigits, tmp
         assert 0.0 <= row["clipped_steps"] <= 1.0
         assert "val_acc_audio" in row and "val_acc_visual" in row  # from o_a and o_v
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0
+
+
+def test_under_fp16_the_rule_reads_the_true_gradients_not_the_scaled_ones():
+    method = AGM(method_spec("agm"), agm_params(), unit_run(AV, n_classes=3))
+    model, batch = _model_and_batch()
+    services = StepServices(torch.device("cpu"), "fp16")
+    scale = services.scaler.get_scale()
+    ctx = StepContext(method.run, model, torch.optim.SGD(model.parameters(), lr=0.1), 0, 0, 1, services)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5 * scale)  # 0.5 once unscaled: within [-1, 1]
+    method.after_backward(model, None, batch, ctx)
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5 * scale)) for p in model.parameters())
+    model.fusion.fc.weight.grad[0, 0] = 2.0 * scale  # 2 once unscaled: clipped to norm 1 once unscaled
+    method.after_backward(model, None, batch, ctx)
+    total = torch.sqrt(sum(p.grad.double().pow(2).sum() for p in model.parameters())) / scale
+    assert total.item() == pytest.approx(1.0, rel=1e-4)
+    assert method.epoch_log()["clipped_steps"] == 0.5
