@@ -55,9 +55,9 @@ STREAM = 0x504D52  # "PMR": the prototype batches' own random stream, apart from
 
 
 def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """-|f_i - c_k|_2 for every sample i and class k: (B, D), (C, D) -> (B, C). A distance of exactly 0 has no
-    direction: its gradient is 0, not the NaN of the square root's derivative at 0."""
-    squared = (features[:, None, :] - prototypes[None, :, :].to(features.dtype)).pow(2).sum(-1)  # (B, C)
+    """-|f_i - c_k|_2 for every sample i and class k: (B, D), (C, D) -> (B, C), in float32 whatever the autocast.
+    A distance of exactly 0 has no direction: its gradient is 0, not the NaN of the square root's derivative."""
+    squared = (features.float()[:, None, :] - prototypes.float()[None, :, :]).pow(2).sum(-1)  # (B, C)
     return -squared.clamp_min(1e-12).sqrt()
 
 
