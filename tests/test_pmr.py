@@ -179,3 +179,26 @@ def test_a_short_run_on_tiny_avdigits_computes_prototypes_and_logs_the_weights(p
         assert row["pce_weight_audio"] + row["pce_weight_visual"] > 0  # some modality trailed in some batch
         assert row["train_loss"] == pytest.approx(row["loss_ce"] + row["loss_pce_audio"] + row["loss_pce_visual"])
     assert 0.0 <= result["test"]["best"]["acc"] <= 100.0
+
+
+def test_window_problems_by_hand_for_every_method_with_a_window():
+    from bml.methods import base, scale_epoch, window_problems
+
+    assert base.scale_epoch is scale_epoch  # one rule, torch-free for the plan, re-exported for the methods
+    window = {"modulation_starts": 0, "modulation_ends": 100, "reference_epochs": 150}
+    assert window_problems(window, 16) == []
+    assert window_problems({"alpha": 1.0}, 16) == []  # no window, nothing to say
+    # 16 epochs: starts s is epoch (32 s + 150) // 300; epoch 16 from s = 146 on: at most 145
+    (problem,) = window_problems(window | {"modulation_starts": 146, "modulation_ends": 150}, 16)
+    assert "epoch 16 of this 16-epoch run" in problem and "choose at most 145" in problem
+    assert window_problems(window | {"modulation_starts": 145, "modulation_ends": 150}, 16) == []
+    (problem,) = window_problems(window | {"modulation_starts": 7, "modulation_ends": 6}, 16)
+    assert problem == "key 'modulation_starts': 7 is after 'modulation_ends' 6; choose at most 6"
+
+
+def test_the_ogm_family_is_refused_alike(packed_avdigits, tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"(?s)modulation window of method 'ogm_ge'.*'modulation_starts': 60 is after 'modulation_ends' 50",
+    ):
+        cell_config(packed_avdigits, tmp_path, "ogm_ge", sets=("method.modulation_starts=60",))
