@@ -42,7 +42,15 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
-from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs, schedule_problems
+from bml.methods import (
+    allowed_fusions,
+    every_run,
+    method_spec,
+    params_schema,
+    required_runs,
+    schedule_problems,
+    window_problems,
+)
 from bml.settings import STEP_DEFAULTS
 from bml.stage_code import file_hashes, stage_code
 
@@ -260,6 +268,11 @@ def resolve_cell(
         f"{mpath} (with the protocol's and any --set overrides)",
         f"schedule of method {method!r} on {config['train']['epochs']} epochs",
         schedule_problems(spec, config["method"], config["train"]["epochs"]),
+    )
+    refuse(
+        f"{mpath} (with the protocol's and any --set overrides)",
+        f"modulation window of method {method!r} on {config['train']['epochs']} epochs",
+        window_problems(config["method"], config["train"]["epochs"]),
     )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in needed)

@@ -350,7 +350,7 @@ def test_mmpareto_trains_on_three_modalities(avdigits3, tmp_path):
     assert finite(best)
 
 
-@pytest.mark.parametrize("method", ["ogm", "ogm_ge", "opm"])
+@pytest.mark.parametrize("method", ["ogm", "ogm_ge", "opm", "pmr", "agm"])
 def test_two_modality_methods_are_refused_before_training(avdigits3, tmp_path, method):
     data_root, params = avdigits3
     with pytest.raises(ConfigError, match=r"formulas are defined for two modalities .*'avdigits3' has 3"):

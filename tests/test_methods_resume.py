@@ -101,6 +101,7 @@ ACTIVE = {
     "sample_valuation": (),  # 5 of 60 warm-up epochs scale to 0 of 3
     "modality_valuation": (),
 }
+ACTIVE |= {"pmr": (), "agm": ()}  # helper A: PMR's window 0-100 of 150 and AGM's 0-100 of 100 cover 3 epochs
 ACTIVE |= {"i2m2": ()}  # helper E
 ACTIVE |= {"mla": (), "greedy": ("method.warmup_epochs=0",)}  # helper B
 
@@ -141,5 +142,7 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "sample_valuation": lambda r: r["resampled_audio"] + r["resampled_visual"] > 0,
         "modality_valuation": lambda r: "part_valuation_audio" in r,
         "i2m2": lambda r: r["lr"] <= 0.01,  # its own lr (the protocol's is 0.05): fine-tuning the loaded runs
+        "pmr": lambda r: r["pce_weight_audio"] + r["pce_weight_visual"] > 0.0,  # prototypes in the state
+        "agm": lambda r: r["agm_coef_audio"] != 1.0,  # the running scores in the state
     }[method]
     assert any(acted(r) for r in replayed)

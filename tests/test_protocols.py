@@ -162,6 +162,11 @@ def test_balancebench_runs_balancebenchs_own_method_settings():
     assert relearn_schedule(relearn) == [15]  # ReLearning_trainer.py: epoch % 15 == 0 and epoch > 0, in 30
     assert cell("balancebench", "cremad", "joint")["train"]["train_frames"] == 2  # dataset_config.yaml fps: 2
     assert cell("balancebench", "cremad", "mmpareto")["method"] == {"gamma": 1.5}
+    pmr = cell("balancebench", "cremad", "pmr")  # trainer_config.yaml PMR: alpha 0.6, momentum_coef 0.5, 0-80
+    assert (pmr["method"]["alpha"], pmr["method"]["momentum"]) == (0.6, 0.5)
+    assert [method_of(pmr).active(e) for e in range(30)] == [True] * 30
+    agm = cell("balancebench", "cremad", "agm")["method"]  # AGM: alpha 0.1; AGM_trainer.py: clamp 7, clip 5
+    assert (agm["alpha"], agm["clamp"], agm["clip_norm"]) == (0.1, 7.0, 5.0)
 
 
 def test_mmpareto_and_relearning_run_their_codes_settings():
@@ -242,6 +247,10 @@ def test_every_methods_schedule_under_embedded_by_hand():
     assert method_of(cell("embedded", "avdigits", "opm")).warmup == 1  # 6 of 100 -> 1
     # 20, 40, 60 of 90 -> 3.6, 7.1, 10.7 -> 4, 7, 11
     assert relearn_schedule(cell("embedded", "avdigits", "relearning")) == [4, 7, 11]
+    pmr = method_of(cell("embedded", "avdigits", "pmr"))  # 0-100 of 150 -> 0-10.7 -> 0-11
+    assert (pmr.starts, pmr.ends) == (0, 11)
+    agm = method_of(cell("embedded", "avdigits", "agm"))  # 0-100 of 100 -> 0-16: every epoch
+    assert (agm.starts, agm.ends) == (0, 16)
 
 
 def test_a_shortened_paper_protocol_scales_every_method_alike():

@@ -36,6 +36,43 @@ class Param:
         return {"type": self.type} | {k: v for k, v in bounds.items() if v is not None}
 
 
+def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
+    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
+
+    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
+    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
+    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
+    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise). Torch-free, so that the plan
+    can check a schedule before any job (window_problems, schedule_problems); bml/methods/base.py re-exports it.
+    """
+    if reference_epochs < 1 or epochs < 1 or epoch < 0:
+        raise ValueError(
+            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
+        )
+    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
+
+
+def window_problems(params: dict, epochs: int) -> list[str]:
+    """What is wrong with a method's modulation window (`modulation_starts`..`modulation_ends`, of its
+    `reference_epochs`-epoch schedule) on a run of `epochs` epochs: a window that ends before it starts, or one
+    that starts after the run's last epoch once scaled (the method would never act). [] for other methods."""
+    keys = ("modulation_starts", "modulation_ends", "reference_epochs")
+    if not all(isinstance(params.get(k), int) for k in keys) or params["reference_epochs"] < 1 or epochs < 1:
+        return []  # the schema check names missing or mistyped keys
+    starts, ends, reference = (params[k] for k in keys)
+    if starts > ends:
+        return [f"key 'modulation_starts': {starts} is after 'modulation_ends' {ends}; choose at most {ends}"]
+    first = scale_epoch(starts, epochs, reference)
+    if first >= epochs:
+        latest = max(s for s in range(reference + 1) if scale_epoch(s, epochs, reference) < epochs)
+        return [
+            f"key 'modulation_starts': {starts} of a {reference}-epoch schedule is epoch {first} of this "
+            f"{epochs}-epoch run, after its last (0-based {epochs - 1}): the method would never act; "
+            f"choose at most {latest}"
+        ]
+    return []
+
+
 PROBABILITY = Param("number", minimum=0, maximum=1)
 EPOCH = Param("integer", minimum=0)
 REFERENCE_EPOCHS = Param("integer", minimum=1)
@@ -302,31 +339,50 @@ METHODS = {
             params={"lr": Param("number", above=0), "grad_clip": Param("number", above=0)},
             logs={"expert_ce": "expert's cross-entropy"},
         ),
+        # helper A: PMR and AGM (bml/methods/pmr.py, bml/methods/agm.py)
+        MethodSpec(
+            "pmr",
+            "PMR",
+            "bml.methods.pmr",
+            "PMR",
+            "Fan et al., CVPR 2023",
+            fusions="any",  # its prototype CE reads the encoders' features only, never the head's split
+            n_modalities=2,  # its rule compares the two modalities' prototype scores
+            params={
+                "alpha": Param("number", minimum=0),
+                "momentum": PROBABILITY,
+                "proto_share": Param("number", above=0, maximum=1),
+                "modulation_starts": EPOCH,
+                "modulation_ends": EPOCH,
+                "reference_epochs": REFERENCE_EPOCHS,
+            },
+            logs={"pce_weight": "prototype CE weight"},
+        ),
+        MethodSpec(
+            "agm",
+            "AGM",
+            "bml.methods.agm",
+            "AGM",
+            "Li et al., ICCV 2023",
+            fusions="any",  # its per-modality outputs come from zeroed-input passes through any head
+            n_modalities=2,  # the two-player Shapley split o_a = (o - o_{a zeroed} + o_{v zeroed}) / 2
+            params={
+                "alpha": Param("number", minimum=0),
+                "clamp": Param("number", above=0),
+                "clip_norm": Param("number", above=0),
+                "modulation_starts": EPOCH,
+                "modulation_ends": EPOCH,
+                "reference_epochs": REFERENCE_EPOCHS,
+            },
+            logs={"agm_coef": "AGM gradient coefficient"},
+        ),
     )
 }
 # Rows of published tables that bml does not run (yet): their display names only.
 PUBLISHED_TITLES = {
     "unimodal_1": "Uni-modal 1",
     "unimodal_2": "Uni-modal 2",
-    "pmr": "PMR",
-    "agm": "AGM",
 }
-
-
-def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
-    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
-
-    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
-    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
-    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
-    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise). Torch-free, so the plan checks
-    schedules with it (bml/methods/base.py re-exports it for the methods).
-    """
-    if reference_epochs < 1 or epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
-        )
-    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
 
 
 def schedule_problems(spec: MethodSpec, params: dict, epochs: int) -> list[str]:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (scale_epoch: the methods import it from here)
+from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
