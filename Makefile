@@ -31,12 +31,16 @@ run-all: setup
 	@$(UNLOCK)
 	snakemake --config matrix=all
 
+# Two pytest workers (pytest-xdist), each test file on one worker (--dist loadfile: a file's session fixtures,
+# the SLURM test cluster, are built and used by one process): the suite's subprocess-heavy tests overlap on
+# the two cores. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Every test but those marked slow (over about 5 s each: real Snakemake, DVC or training end to end).
 test-fast: setup
-	pytest -m "not slow"
+	pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: setup
 	python benchmarks/extract_throughput.py
