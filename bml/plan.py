@@ -42,7 +42,7 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
-from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
+from bml.methods import allowed_fusions, every_run, method_spec, params_schema, phase_problems, required_runs
 from bml.settings import STEP_DEFAULTS
 from bml.stage_code import file_hashes, stage_code
 
@@ -248,6 +248,11 @@ def resolve_cell(
         f"{mpath} (with the protocol's and any --set overrides)",
         f"parameters of method {method!r} (declared in bml/methods/__init__.py)",
         schema_problems(params_schema(spec), config["method"]),
+    )
+    refuse(
+        f"{mpath} (with the protocol's and any --set overrides)",
+        f"phases of method {method!r} for {ppath.name}'s {config['train']['epochs']} epochs",
+        phase_problems(spec, config["method"], config["train"]["epochs"]),
     )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in required_runs(spec, modalities))

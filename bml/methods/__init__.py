@@ -27,12 +27,50 @@ class Param:
     maximum: float | None = None
     above: float | None = None  # an exclusive minimum
     choices: tuple[Any, ...] = ()
+    # an epoch count of one phase of the run (of the `reference_epochs` schedule): the plan refuses a value whose
+    # scaled length leaves no epoch for the rest of the run (phase_problems)
+    phase: bool = False
 
     def schema(self) -> dict:
         if self.choices:
             return {"const": self.choices[0]} if len(self.choices) == 1 else {"enum": list(self.choices)}
         bounds = {"minimum": self.minimum, "maximum": self.maximum, "exclusiveMinimum": self.above}
         return {"type": self.type} | {k: v for k, v in bounds.items() if v is not None}
+
+
+def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
+    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
+
+    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
+    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
+    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
+    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise).
+    """
+    if reference_epochs < 1 or epochs < 1 or epoch < 0:
+        raise ValueError(
+            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
+        )
+    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
+
+
+
+def phase_problems(spec: MethodSpec, values: dict, epochs: int) -> list[str]:
+    """Why a method's phase lengths do not fit a run of `epochs` epochs: each phase parameter (Param.phase), scaled
+    from the method's `reference_epochs` (if it has one), must leave at least one epoch of the run to the others."""
+    problems = []
+    for name, param in spec.params.items():
+        if not param.phase or name not in values:
+            continue
+        reference = values.get("reference_epochs", epochs)
+        length = scale_epoch(values[name], epochs, reference)
+        if length >= epochs:
+            problems.append(
+                f"key '{name}': {values[name]} epochs of its {reference}-epoch schedule are {length} of this "
+                f"protocol's {epochs}, leaving none for the rest of the run; choose at most "
+                f"{max((v for v in range(values[name]) if scale_epoch(v, epochs, reference) < epochs), default=0)} "
+                f"(or a longer protocol)"
+            )
+    return problems
 
 
 PROBABILITY = Param("number", minimum=0, maximum=1)
@@ -139,6 +177,25 @@ METHODS = {
                 "match_heldout_size": Param("boolean"),
             },
             logs={"relearn_weight": "re-learning weight"},
+        ),
+        # helper C: CRMT (its own head, two phases)
+        MethodSpec(
+            "crmt",
+            "CRMT",
+            "bml.methods.crmt",
+            "CRMT",
+            "Yang et al., ICLR 2024",
+            params={
+                "rho": Param("number", minimum=0),
+                "a_init": Param("number"),
+                "second_phase_epochs": Param("integer", minimum=0, phase=True),
+                "reference_epochs": REFERENCE_EPOCHS,
+                "second_lr_factor": Param("number", above=0),
+                "second_momentum": Param("number", minimum=0, maximum=1),
+                "second_weight_decay": Param("number", minimum=0),
+            },
+            logs={"fusion_weight": "mean fusion weight a_m"},
+            head="crmt",
         ),
     )
 }

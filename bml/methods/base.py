@@ -24,7 +24,13 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
 - test time: `predict(model, inputs)` (the default is the model's own output);
 - other runs: a method's `requires` (bml/methods/__init__.py) names the runs it reads; the plan turns
   them into workflow edges and `ctx.run.required` gives their folders;
-- evaluation: `evaluations(found)` adds metrics to every final evaluation of the run.
+- evaluation: `evaluations(ctx)` adds metrics to every final evaluation of the run; its `EvalContext` holds
+  what was collected and the model, the splits, the input preparation and the device, so an evaluation can
+  perturb inputs or features itself (attacks);
+- phases: `phases(epochs)` splits the run's epochs into consecutive `Phase`s (CRMT's second step trains only
+  its fusion weights with an optimizer of its own). At each phase's first epoch the loop builds that phase's
+  optimizer over `param_groups(model, phase)` and its scheduler over the phase's epochs; a checkpoint holds
+  the optimizer and scheduler of the phase of its last epoch, so a resume continues exactly across a switch.
 
 Between hooks, typed records (`Batch`, `Output`, the contexts), never free dict keys. Per-epoch numbers
 go through `record` (means per epoch in history.csv and MLflow); anything kept across epochs goes in
@@ -43,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec
+from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (scale_epoch: methods import it here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
@@ -74,6 +80,7 @@ class RunContext:
     splits: dict[str, Any]  # train (training frames), train_eval (fixed frames), val, test: PackedSplit
     required: dict[str, Path]  # method -> the folder of a run this one needs (same dataset, protocol, seed)
     collect: Any = None  # collect(model, split_name) -> {"features": {m: array}, "logits", "label"} (evaluate.py)
+    prepare: Any = None  # prepare(inputs) -> the encoders' inputs (bml/data/loader.py: prepare_inputs)
 
     @property
     def seed(self) -> int:
@@ -89,6 +96,49 @@ class EpochContext:
     run: RunContext
     model: nn.Module
     epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end)
+    phase: Phase | None = None  # the phase the epoch belongs to (Method.phases)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Consecutive epochs [start, end) of a run trained the same way: their own optimizer and schedule.
+
+    `optimizer` / `scheduler`: bml/optim.py settings ({"name": "sgd", "lr": ...}); None takes the protocol's. The
+    scheduler runs over the phase's epochs (a cosine anneals within the phase)."""
+
+    name: str
+    start: int  # 0-based first epoch
+    end: int  # one past the last epoch
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+
+    @property
+    def epochs(self) -> int:
+        return self.end - self.start
+
+
+def phase_of(phases: list[Phase], epoch: int) -> Phase:
+    """The phase holding 0-based `epoch`."""
+    for phase in phases:
+        if phase.start <= epoch < phase.end:
+            return phase
+    raise ValueError(f"epoch {epoch} is in no phase of {[(p.name, p.start, p.end) for p in phases]}")
+
+
+@dataclass
+class EvalContext:
+    """What a method's evaluation may use: the collected outputs of the model being evaluated, the model itself,
+    the splits, the input preparation and the device (an evaluation may perturb inputs and features)."""
+
+    found: dict[str, dict]  # split ("train", "val", "test") -> collect()'s arrays of this model
+    model: nn.Module
+    predict: Any  # predict(model, inputs) -> Output (the method's)
+    splits: dict[str, Any]  # "train", "val", "test": PackedSplit (fixed frames)
+    prepare: Any  # prepare(inputs) -> the encoders' inputs
+    device: torch.device
+    eval_cfg: dict  # params/params.yaml evaluation
+    seed: int
+    n_classes: int
 
 
 class StepServices:
@@ -158,6 +208,7 @@ class StepContext:
     step: int  # 0-based within the epoch
     steps_per_epoch: int
     services: StepServices | None = None  # None: fp32, no clipping, no accumulation
+    phase: Phase | None = None  # the phase of the step's epoch (Method.phases)
 
     def __post_init__(self) -> None:
         if self.services is None:
@@ -192,8 +243,13 @@ class Method:
     def build_model(self, spec: ModelSpec) -> nn.Module:
         return build_model(spec)
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
+    def param_groups(self, model: nn.Module, phase: Phase | None = None) -> list[dict]:
+        """What `phase`'s optimizer trains (None: the run's only phase); every trainable parameter by default."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def phases(self, epochs: int) -> list[Phase]:
+        """The run's `epochs` split into phases; by default one, with the protocol's optimizer and schedule."""
+        return [Phase("train", 0, epochs)]
 
     # the epoch --------------------------------------------------------------------------------------
     def on_epoch_start(self, ctx: EpochContext) -> None:
@@ -241,8 +297,8 @@ class Method:
     def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
         return model(inputs)
 
-    def evaluations(self, found: dict[str, dict]) -> dict[str, float]:
-        """Extra metrics from a final evaluation's collected outputs ({split: collected}); none by default."""
+    def evaluations(self, ctx: EvalContext) -> dict[str, float]:
+        """Extra metrics of a final evaluation (ctx.found: {split: collected}; the model and data); none by default."""
         return {}
 
     # what the method reports and keeps --------------------------------------------------------------
@@ -266,21 +322,6 @@ class Method:
 def labels_of(out: Output, batch: Batch) -> torch.Tensor:
     """The labels of the rows `out.logits` covers (all, unless the method dropped samples)."""
     return batch.labels if out.keep is None else batch.labels[out.keep]
-
-
-def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
-    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
-
-    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
-    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
-    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
-    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise).
-    """
-    if reference_epochs < 1 or epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
-        )
-    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
 
 
 def two_modalities(run: RunContext, who: str) -> tuple[str, str]:
