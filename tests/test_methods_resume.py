@@ -89,15 +89,23 @@ def assert_same_run(whole: dict, whole_config: dict, resumed: dict, resumed_conf
 
 
 # each method's settings that make it act within 3 tiny epochs (no warm-up)
-ACTIVE = {"ogm_ge": (), "opm": ("method.warmup_epochs=0",), "mmpareto": (), "relearning": ()}
+ACTIVE = {
+    "ogm_ge": (),
+    "opm": ("method.warmup_epochs=0",),
+    "mmpareto": (),
+    "relearning": (),
+    "crmt": ("method.second_phase_epochs=93",),  # step 1: epoch 1, step 2: epochs 2-3, killed at the switch
+}
+FUSION = {"crmt": "crmt"}  # a method with a head of its own; the others run with concat
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(ACTIVE))
 def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkeypatch, method):
-    whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, epochs=3, sets=ACTIVE[method])
+    fusion = FUSION.get(method, "concat")
+    whole_config = cell_config(packed_avdigits, tmp_path / "whole", method, fusion, epochs=3, sets=ACTIVE[method])
     whole = train(whole_config)
-    cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, epochs=3, sets=ACTIVE[method])
+    cut_config = cell_config(packed_avdigits, tmp_path / "cut", method, fusion, epochs=3, sets=ACTIVE[method])
     resumed = interrupted_and_resumed(cut_config, monkeypatch)
     assert_same_run(whole, whole_config, resumed, cut_config)
     # the method acted after the interruption, so what it keeps across epochs mattered
@@ -107,5 +115,6 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "opm": lambda r: r["dropped_steps"] > 0.0,
         "mmpareto": lambda r: "conflict_audio" in r,
         "relearning": lambda r: "relearn_weight_audio" in r,  # the scaled schedule: after epochs 1 and 2
+        "crmt": lambda r: "loss_certified" in r,  # step 2 ran after the resume, with its own optimizer
     }[method]
     assert any(acted(r) for r in replayed)

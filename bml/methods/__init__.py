@@ -53,7 +53,6 @@ def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
     return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
 
 
-
 def phase_problems(spec: MethodSpec, values: dict, epochs: int) -> list[str]:
     """Why a method's phase lengths do not fit a run of `epochs` epochs: each phase parameter (Param.phase), scaled
     from the method's `reference_epochs` (if it has one), must leave at least one epoch of the run to the others."""

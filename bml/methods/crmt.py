@@ -116,9 +116,10 @@ def lipschitz_constants(model: MultimodalModel, loader, prepare, device: torch.d
     tau = {m: torch.zeros(model.n_classes, device=device) for m in model.modalities}
     try:
         for batch in loader:
-            inputs = {m: x.detach().requires_grad_() for m, x in prepare(
-                {m: x.to(device) for m, x in batch["inputs"].items()}
-            ).items()}
+            inputs = {
+                m: x.detach().requires_grad_()
+                for m, x in prepare({m: x.to(device) for m, x in batch["inputs"].items()}).items()
+            }
             with torch.enable_grad():
                 features = {m: enc(inputs[m]) for m, enc in model.encoders.items()}
                 unimodal = model.fusion.unimodal_logits(features)
@@ -155,7 +156,8 @@ class CRMT(Method):
             "momentum": self.params["second_momentum"],
             "weight_decay": self.params["second_weight_decay"],
         }
-        return [Phase("step1", 0, epochs - second), Phase("step2", epochs - second, epochs, optimizer, {"name": "none"})]
+        step2 = Phase("step2", epochs - second, epochs, optimizer, {"name": "none"})  # no schedule: the code's
+        return [Phase("step1", 0, epochs - second), step2]
 
     def param_groups(self, model: nn.Module, phase: Phase | None = None) -> list[dict]:
         if phase is not None and phase.name == "step2":
