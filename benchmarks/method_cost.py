@@ -54,7 +54,13 @@ ACT_NOW = {
     "ogm": ["method.warmup_epochs=0", "method.modulation_ends=100"],  # 100 = its reference_epochs: the whole run
     "ogm_ge": ["method.warmup_epochs=0", "method.modulation_ends=100"],
     "opm": ["method.warmup_epochs=0"],
+    "crmt": ["method.second_phase_epochs=0"],  # step 1 only: its steps are CRMT's cost; step 2 trains a_m alone
 }
+
+
+def fusion_of(method: str) -> str:
+    """concat, or the method's own head (CRMT's)."""
+    return method_spec(method).head or FUSION
 
 
 def act_now(method: str, epochs: int) -> list[str]:
@@ -108,7 +114,7 @@ def main() -> None:
                 args.data_root,
                 tmp,
                 m,
-                FUSION,
+                fusion_of(m),
                 0,
                 (f"train.epochs={args.epochs}", "train.probe_every=0", *act_now(m, args.epochs)),
             )
