@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import bml  # noqa: F401  (first: bml pins its CPU kernels before torch and numpy load, bml/runtime.py)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import torch  # noqa: E402
 from timed_training import cell_config  # noqa: E402
 
 from bml.methods import method_spec  # noqa: E402
@@ -35,12 +36,11 @@ from bml.train import start_job  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: as bml/runtime.py pins every run")
     parser.add_argument("--data-root", type=Path, default=REPO / "data", help="holds avdigits/embedded/packed")
     parser.add_argument("--method", default="joint")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "robustness_cost.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     os.environ["MLFLOW_TRACKING_URI"] = "none"
     fusion = method_spec(args.method).head or "concat"
     seconds: dict[str, list[float]] = {"with": [], "without": []}
@@ -50,7 +50,7 @@ def main() -> None:
         off["eval"]["attack_eps"] = 0.0
         off["hash"] = digest(hashed_config(off))
         jobs = {"with": start_job(on, "cpu"), "without": start_job(off, "cpu")}
-        torch.set_num_threads(args.threads)  # start_job pins one thread (bml/runtime.py); the benchmark's choice
+        torch.set_num_threads(args.threads)  # start_job pins one thread (bml/runtime.py), as every run has
         for _ in range(args.rounds):
             for name, job in jobs.items():
                 started = time.perf_counter()

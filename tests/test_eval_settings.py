@@ -54,7 +54,7 @@ def test_good_evaluation_overrides_reach_the_cell():
         "attack_eps": 0.2,
         "attack_pgd_steps": 4,
         "attack_pgd_step_divisor": 3,
-        "attack_samples": 256,
+        "attack_samples": 64,
     }
 
 
