@@ -36,6 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import bml  # noqa: F401  (first: bml pins its CPU kernels before torch and numpy load, bml/runtime.py)
+
+# isort: split
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
