@@ -104,6 +104,18 @@ def test_a_zero_numerator_gives_zero_loss_not_nan():
     assert loss.item() == 0.0
 
 
+def test_zero_lipschitz_constants_leave_the_sample_out_instead_of_dividing_by_zero():
+    a = {"audio": torch.tensor([1.0, 1.0], requires_grad=True)}
+    uni = {"audio": torch.tensor([[2.0, 1.0], [3.0, 0.0]])}
+    tau = {"audio": torch.tensor([1.0, 0.0, 0.0])[:2]}  # class 1's constant is zero
+    y, j = torch.tensor([0, 1]), torch.tensor([1, 1])
+    # sample 1 (y 0, j 1): (2 - 1) / (1 + 0) = 1; sample 2 (y = j = 1 here, constants 0): left out
+    loss = certified_margin_loss(uni, a, torch.zeros(2), tau, y, j)
+    assert loss.item() == pytest.approx(-1.0)
+    none = certified_margin_loss(uni, a, torch.zeros(2), {"audio": torch.zeros(2)}, y, j)
+    assert none.item() == 0.0 and none.requires_grad
+
+
 def test_step_two_is_the_scaled_last_phase_with_its_own_optimizer():
     method = crmt(epochs=16)
     first, second = method.phases(16)

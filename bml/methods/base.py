@@ -3,7 +3,8 @@
 The loop owns the data, devices, checkpoints, evaluation and tracking. A method overrides what it needs:
 
 - the model: `build_model(spec)` (add uni-modal heads, its own head, experts loaded from other runs) and
-  `param_groups(model)` (phases, per-part learning rates); nothing else touches the model's structure;
+  `param_groups(model, phase)` (per-part learning rates; what a phase trains); nothing else touches the
+  model's structure;
 - the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
   valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
   modality masks, drawn from the run's seeded generators so a resumed run draws the same;

@@ -97,7 +97,8 @@ def certified_margin_loss(
     labels: torch.Tensor,
     second: torch.Tensor,
 ) -> torch.Tensor:
-    """Step 2's loss, minus the mean certified margin; gradients reach only `a` (logits and bias detached)."""
+    """Step 2's loss, minus the mean certified margin (over samples with a nonzero denominator); gradients reach
+    only `a` (logits and bias detached)."""
     rows = torch.arange(labels.shape[0], device=labels.device)
     numer = (bias[labels] - bias[second]).detach()
     denom_sq = 0.0
@@ -105,7 +106,12 @@ def certified_margin_loss(
         z = z.detach()
         numer = numer + a[m][labels] * z[rows, labels] - a[m][second] * z[rows, second]
         denom_sq = denom_sq + (a[m][labels] * tau[m][labels] + a[m][second] * tau[m][second]) ** 2
-    return -(numer / torch.sqrt(denom_sq)).mean()
+    # a sample whose constants are all zero (a modality whose logits ignore its input) has no finite bound: it is
+    # left out rather than dividing by zero (bml's guard; the code has none); none left: a zero loss, still on a
+    defined = denom_sq > 0
+    if not bool(defined.any()):
+        return 0.0 * sum(v.sum() for v in a.values())
+    return -(numer[defined] / torch.sqrt(denom_sq[defined])).mean()
 
 
 def lipschitz_constants(model: MultimodalModel, loader, prepare, device: torch.device) -> dict[str, torch.Tensor]:
