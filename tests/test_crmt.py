@@ -173,3 +173,20 @@ def test_resumed_inside_step_two_is_bit_identical(packed_avdigits, tmp_path, mon
     torch.manual_seed(12345)
     resumed = train(cut_config)
     assert_same_run(whole, whole_config, resumed, cut_config)
+
+
+def test_the_loop_refuses_phases_that_do_not_cover_the_run_one_after_the_other():
+    from types import SimpleNamespace
+
+    from bml.checkpoint import TrainingError
+    from bml.methods.base import Phase
+    from bml.train import run_phases
+
+    def job(phases):
+        method = SimpleNamespace(phases=lambda epochs: phases, spec=SimpleNamespace(name="m"))
+        return SimpleNamespace(settings=SimpleNamespace(epochs=4), method=method)
+
+    assert run_phases(job([Phase("a", 0, 1), Phase("b", 1, 4)]))[1].epochs == 3
+    for bad in ([Phase("a", 0, 3)], [Phase("a", 0, 2), Phase("b", 3, 4)], [Phase("a", 0, 0), Phase("b", 0, 4)]):
+        with pytest.raises(TrainingError, match="phases"):
+            run_phases(job(bad))
