@@ -4,6 +4,7 @@ short real runs (the phase switch, resume inside step 2 bit-identical)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,8 +19,10 @@ from test_methods_resume import (  # noqa: F401 (an autouse fixture)
 )
 
 import bml.checkpoint
+from bml.checkpoint import TrainingError
 from bml.config import ConfigError
 from bml.methods import method_spec
+from bml.methods.base import Phase
 from bml.methods.crmt import (
     CRMT,
     OrthogonalHead,
@@ -29,7 +32,7 @@ from bml.methods.crmt import (
     unit_rows,
 )
 from bml.results import CHECKPOINT
-from bml.train import train
+from bml.train import run_phases, train
 
 
 def crmt(epochs: int = 16, **params) -> CRMT:
@@ -122,7 +125,7 @@ def test_step_two_is_the_scaled_last_phase_with_its_own_optimizer():
     assert (first.start, first.end, second.start, second.end) == (0, 12, 12, 16)  # 45 * 16 / 185 = 3.9 -> 4
     assert second.optimizer == {"name": "sgd", "lr": 0.05 * 0.03, "momentum": 0.9, "weight_decay": 0.01}
     assert first.optimizer is None  # the protocol's
-    assert crmt(epochs=16).phases(2) == [first.__class__("step1", 0, 2)]  # 45 * 2 / 185 rounds to 0: no step 2
+    assert crmt(epochs=16).phases(2) == [Phase("step1", 0, 2)]  # 45 * 2 / 185 rounds to 0: no step 2
 
 
 def test_a_phase_longer_than_the_protocol_is_refused_before_any_job(packed_avdigits, tmp_path):
@@ -176,12 +179,6 @@ def test_resumed_inside_step_two_is_bit_identical(packed_avdigits, tmp_path, mon
 
 
 def test_the_loop_refuses_phases_that_do_not_cover_the_run_one_after_the_other():
-    from types import SimpleNamespace
-
-    from bml.checkpoint import TrainingError
-    from bml.methods.base import Phase
-    from bml.train import run_phases
-
     def job(phases):
         method = SimpleNamespace(phases=lambda epochs: phases, spec=SimpleNamespace(name="m"))
         return SimpleNamespace(settings=SimpleNamespace(epochs=4), method=method)
