@@ -79,7 +79,13 @@ ACT_NOW = {
     # amortized over the epoch's steps as in a real run
     "pmr": [],
     "agm": [],
+    "crmt": ["method.second_phase_epochs=0"],  # step 1 only: its steps are CRMT's cost; step 2 trains a_m alone
 }
+
+
+def fusion_of(method: str) -> str:
+    """concat, or the method's own head (CRMT's)."""
+    return method_spec(method).head or FUSION
 
 
 def act_now(method: str, epochs: int) -> list[str]:
@@ -160,6 +166,7 @@ def main() -> None:
                 tmp,
                 m,
                 method_spec(m).head or FUSION,  # a method with a head of its own (MLA, Greedy) runs on it
+                fusion_of(m),
                 0,
                 (f"train.epochs={args.epochs}", "train.probe_every=0", *act_now(m, args.epochs)),
             )

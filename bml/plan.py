@@ -47,6 +47,7 @@ from bml.methods import (
     every_run,
     method_spec,
     params_schema,
+    phase_problems,
     required_runs,
     schedule_problems,
     window_problems,
@@ -273,6 +274,11 @@ def resolve_cell(
         f"{mpath} (with the protocol's and any --set overrides)",
         f"modulation window of method {method!r} on {config['train']['epochs']} epochs",
         window_problems(config["method"], config["train"]["epochs"]),
+    )
+    refuse(
+        f"{mpath} (with the protocol's and any --set overrides)",
+        f"phases of method {method!r} for {ppath.name}'s {config['train']['epochs']} epochs",
+        phase_problems(spec, config["method"], config["train"]["epochs"]),
     )
     config["hash"] = digest(hashed_config(config))
     requires = tuple(cell_name(dataset.name, protocol, m, f, seed) for m, f in needed)

@@ -182,7 +182,7 @@ def output_names(groups: list[tuple[str, str, str, list[str]]], published_ids: l
     tables += [f"main_{p}_{f}" for p, f in sorted({(p, f) for _, p, f, _ in groups})]
     for dataset, protocol, fusion, modalities in sorted(groups):
         keys = ["acc"] + [f"probe_{m}" for m in modalities]
-        tables += [f"imbalance_{dataset}_{protocol}_{fusion}"]
+        tables += [f"imbalance_{dataset}_{protocol}_{fusion}", f"robustness_{dataset}_{protocol}_{fusion}"]
         tables += [f"stats_{k}_{dataset}_{protocol}_{fusion}" for k in keys]
     tables += [f"published_{sid}" for sid in published_ids]
     names = ["index.html", "summary.json", "scorecard.md", "fingerprints.json"] + [

@@ -16,6 +16,9 @@ difference in one reduction into a different model. Measured here (tests/test_ru
 - oneDNN's JIT convolutions differ by ISA and by thread count, and nothing documented pins their blocking
   choices: torch's oneDNN path is off on the CPU (convolutions then run as ATen's im2col + MKL gemm; measured
   cost in benchmarks/results/determinism.json), and ONEDNN_MAX_CPU_ISA=AVX2 covers any other use.
+- NNPACK (torch's forward convolutions once oneDNN is off) sizes its blocks, and so the order of its sums over
+  input channels, by the cache sizes it detects: off too (torch.backends.nnpack), convolutions then run as
+  ATen's im2col + MKL gemm in both directions; measured on 2 cores, a training step was no slower without it.
 - ATen's parallel reductions split their work by thread count (a sum over 10^7 floats differs on 1, 2, 3 and
   4 threads): compute runs on one thread (OMP/MKL/OpenBLAS and torch), whatever the scheduler grants; the
   grant is recorded. The workflow's parallelism is jobs, not threads.
@@ -123,6 +126,7 @@ def configure_torch() -> None:
         return
     torch.set_num_threads(THREADS)
     torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)  # its convolutions block their channel sums by the detected caches
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
 
@@ -183,6 +187,7 @@ def provenance() -> dict:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
         "onednn_conv": bool(torch.backends.mkldnn.enabled),
+        "nnpack_conv": bool(torch._C._get_nnpack_enabled()),
         "numpy_disabled": os.environ.get("NPY_DISABLE_CPU_FEATURES", ""),
         "blas": blas,
         "threads_used": torch.get_num_threads(),

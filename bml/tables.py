@@ -28,7 +28,7 @@ from bml.table_format import Table
 
 # Metric and history-column prefixes that are followed by a modality's name (bml/evaluate.py, bml/train.py).
 # Longest first, so that acc_zero_audio is read as the modality "audio", not "zero_audio".
-MODALITY_PREFIXES = ("acc_zero_", "acc_noise_", "probe_", "shapley_", "val_probe_", "val_acc_")
+MODALITY_PREFIXES = ("acc_zero_", "acc_noise_", "acc_fgm_", "acc_pgd_", "probe_", "shapley_", "val_probe_", "val_acc_")
 DATASET_NAMES = dataset_titles()  # params/datasets/<name>.yaml: title
 MISSING = "—"
 
@@ -266,6 +266,39 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
     return table
 
 
+def robustness_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
+    """Test accuracy under perturbation (bml/evaluate.py): CRMT's l2 attacks on every modality and on each one,
+    a modality's input zeroed (missing) and Gaussian noise on it; mean ± std over seeds."""
+    modalities = modalities_of(table_runs(runs, dataset, protocol, fusion))
+    keys = [("acc", "clean"), ("acc_fgm", "l2 1-step all"), ("acc_pgd", "PGD-l2 all")]
+    for m in modalities:
+        keys += [(f"acc_fgm_{m}", f"l2 1-step {m}"), (f"acc_pgd_{m}", f"PGD-l2 {m}")]
+        keys += [(f"acc_zero_{m}", f"missing {m}"), (f"acc_noise_{m}", f"noise {m}")]
+    table = Table(
+        f"robustness_{dataset}_{protocol}_{fusion}",
+        f"Robustness: test accuracy (%) under perturbation on {DATASET_NAMES.get(dataset, dataset)}, protocol "
+        f"{protocol}, fusion {fusion}",
+        ["Method"] + [label for _, label in keys],
+        [],
+    )
+    seeds_seen = set()
+    for method, f in _cells(runs, dataset, protocol, fusion):
+        row = [cell_label(method, f)]
+        for key, _ in keys:
+            values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
+            seeds_seen |= set(values)
+            row.append(_mean_std(values))
+        table.rows.append(row)
+    table.notes = _common_notes(settings, seeds_seen, set()) + [
+        "l2 1-step: the input moved by eps along its l2-normalised CE gradient; PGD-l2: steps of eps / divisor, "
+        "projected on the l2 ball of radius eps (CRMT, Yang et al., ICLR 2024, rob_test.py; params/params.yaml "
+        "evaluation: attack_*), on every modality at once (all) or on one; on a fixed subset of test "
+        "(attack_samples). Missing: that modality's input zeroed. Noise: Gaussian noise of noise_std times the "
+        "input's std. — where a run has no such number (a uni-modal run attacks its one modality: 'all')."
+    ]
+    return table
+
+
 def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: str, settings: Settings) -> Table:
     """The significance detail of one metric: confidence intervals, paired differences, raw and Holm p."""
     header = ["Method", "n", "mean ± std", "95% CI (t)", "95% CI (bootstrap)", "Δ vs baseline", "p", "p (Holm)", "d_z"]
@@ -361,13 +394,14 @@ def published_table(runs: list[Run], source_id: str, source: dict, settings: Set
 
 
 def build_tables(runs: list[Run], published: dict, settings: Settings, problems: list[str] = ()) -> list[Table]:
-    """Every table of the report: per (protocol, fusion) the main table; per dataset the imbalance and
-    significance tables; one per published source."""
+    """Every table of the report: per (protocol, fusion) the main table; per dataset the imbalance, robustness
+    and significance tables; one per published source."""
     tables = []
     for protocol, fusion in _groups(runs):
         tables.append(main_table(runs, protocol, fusion, settings, problems))
         for dataset in sorted({r.dataset for r in runs if r.protocol == protocol and r.fusion == fusion}):
             tables.append(imbalance_table(runs, dataset, protocol, fusion, settings))
+            tables.append(robustness_table(runs, dataset, protocol, fusion, settings))
             for key in stats_keys(table_runs(runs, dataset, protocol, fusion)):
                 tables.append(stats_table(runs, dataset, protocol, fusion, key, settings))
     tables += [published_table(runs, sid, source, settings) for sid, source in published.items()]

@@ -40,7 +40,18 @@ from bml.checkpoint import (
 from bml.data.loader import CROP_SCALE, PackedSplit, make_loader, prepare_inputs
 from bml.evaluate import NonFiniteError, classification_metrics, collect, evaluate_model, modality_accuracies, probes
 from bml.methods import load_method, method_spec
-from bml.methods.base import Batch, EpochContext, LossNotFinite, Method, RunContext, Samples, StepContext, StepServices
+from bml.methods.base import (
+    Batch,
+    EpochContext,
+    LossNotFinite,
+    Method,
+    Phase,
+    RunContext,
+    Samples,
+    StepContext,
+    StepServices,
+    phase_of,
+)
 from bml.models.model import ModelSpec
 from bml.optim import build_optimizer, build_scheduler
 from bml.plan import digest, hashed_config
@@ -198,7 +209,7 @@ def start_job(config: dict, device: str | None) -> Job:
     tags["config_hash"] = config["hash"]
     tags |= {f"runtime.{k}": str(v) for k, v in provenance().items()}  # what the numbers were computed with
     job = Job(config, settings, run, method, model, out_dir, dhash, tags, phases, started)
-    run.collect = job.collect
+    run.collect, run.prepare = job.collect, job.prepare
     return job
 
 
@@ -218,16 +229,21 @@ def train(config: dict, device: str | None = None, restart: bool = False, replac
         return evaluate_only(job)
     ts = job.settings
     services = StepServices(job.run.device, ts.precision, job.method.grad_clip(ts.grad_clip), ts.accumulate)
-    optimizer = build_optimizer(job.method.param_groups(job.model), ts.optimizer)
-    parts = Parts(job.model, optimizer, build_scheduler(optimizer, ts.scheduler, ts.epochs), services, job.method)
-    record = resume(job, parts, restart, replace_stale)
+    phases = run_phases(job)
+    parts = Parts(job.model, None, None, services, job.method)
+    record = resume(job, parts, phases, restart, replace_stale)
+    current = phase_of(phases, max(record.epoch - 1, 0))  # the phase whose optimizer `parts` holds
     with job.phases("tracking"):
         tracker = open_tracker(config["tracking"], config["run"], job.tags, record.mlflow_run_id)
         tracker.log_params(config)
     record.mlflow_run_id, start_epoch, collected, status = tracker.run_id, record.epoch, None, "FAILED"
     try:
         for epoch in _progress(range(start_epoch, ts.epochs), desc="epochs", initial=start_epoch, total=ts.epochs):
-            row, collected = train_epoch(job, parts, epoch, record)
+            if phase_of(phases, epoch) != current:
+                current = phase_of(phases, epoch)
+                enter_phase(job, parts, phases, current)
+                log.info(f"epoch {epoch + 1}: phase {current.name!r} ({current.epochs} epochs)")
+            row, collected = train_epoch(job, parts, epoch, record, current)
             record.history.append(row)
             record.epoch = epoch + 1
             save_checkpoint(job, parts, record, row)
@@ -278,10 +294,32 @@ def warn_if_at_chance(result: dict, job: Job) -> None:
         )
 
 
-def resume(job: Job, parts: Parts, restart: bool, replace_stale: bool) -> Checkpoint:
-    """The checkpoint to continue from, restored into `parts`; a fresh record when there is none (or a damaged
-    one, moved aside, or, for the workflow, one of another configuration)."""
+def run_phases(job: Job) -> list[Phase]:
+    """The method's phases, checked to cover the run's epochs one after the other."""
+    epochs, phases = job.settings.epochs, job.method.phases(job.settings.epochs)
+    bounds = [(p.start, p.end) for p in phases]
+    if not phases or phases[0].start != 0 or phases[-1].end != epochs or any(p.epochs < 1 for p in phases):
+        raise TrainingError(f"{job.method.spec.name}: phases {bounds} do not cover the run's {epochs} epochs")
+    if any(a.end != b.start for a, b in zip(phases, phases[1:], strict=False)):
+        raise TrainingError(f"{job.method.spec.name}: phases {bounds} are not consecutive")
+    return phases
+
+
+def enter_phase(job: Job, parts: Parts, phases: list[Phase], phase: Phase) -> None:
+    """`phase`'s optimizer over the method's parameter groups, and its scheduler over the phase's epochs; a
+    one-phase method's param_groups is called as before, with the model alone."""
+    ts, method = job.settings, job.method
+    groups = method.param_groups(job.model) if len(phases) == 1 else method.param_groups(job.model, phase)
+    parts.optimizer = build_optimizer(groups, phase.optimizer or ts.optimizer)
+    parts.scheduler = build_scheduler(parts.optimizer, phase.scheduler or ts.scheduler, phase.epochs)
+
+
+def resume(job: Job, parts: Parts, phases: list[Phase], restart: bool, replace_stale: bool) -> Checkpoint:
+    """The checkpoint to continue from, restored into `parts` (built for the phase of its last epoch); a fresh
+    record when there is none (or a damaged one, moved aside, or, for the workflow, one of another
+    configuration), `parts` built for the first phase."""
     path, fresh = job.out_dir / CHECKPOINT, Checkpoint.empty(job.config, job.data_hash)
+    enter_phase(job, parts, phases, phases[0])
     if restart or not path.exists():
         return fresh
     try:
@@ -300,26 +338,29 @@ def resume(job: Job, parts: Parts, restart: bool, replace_stale: bool) -> Checkp
             f"{path}: checkpoint of another {what}; the workflow reran this cell for its new values: starting over"
         )
         return fresh
+    enter_phase(job, parts, phases, phase_of(phases, max(record.epoch - 1, 0)))
     record.restore(parts)
     log.info(f"resuming {job.out_dir} after epoch {record.epoch}")
     return record
 
 
-def train_epoch(job: Job, parts: Parts, epoch: int, record: Checkpoint) -> tuple[dict[str, float], dict[str, dict]]:
+def train_epoch(
+    job: Job, parts: Parts, epoch: int, record: Checkpoint, phase: Phase | None = None
+) -> tuple[dict[str, float], dict[str, dict]]:
     """One epoch's steps, end-of-epoch hooks and validation (test recorded aside): its history row, and what
     validation collected from the model."""
     run, method, model, ts, phases = job.run, job.method, job.model, job.settings, job.phases
     epoch_started = time.perf_counter()
     model.train()
-    method.on_epoch_start(EpochContext(run, model, epoch))
-    samples = method.epoch_samples(EpochContext(run, model, epoch))
+    method.on_epoch_start(EpochContext(run, model, epoch, phase))
+    samples = method.epoch_samples(EpochContext(run, model, epoch, phase))
     indices = None if samples is None else samples.indices
     loader = make_loader(run.splits["train"], ts.batch_size, epoch, ts.num_workers, run.device.type == "cuda", indices)
     sums, seen_n = {}, 0
     with phases("training_steps"):
         for step, raw in enumerate(_progress(loader, desc=f"epoch {epoch + 1}", total=len(loader))):
             batch = _to_batch(raw, run.device, job.prepare, samples)
-            ctx = StepContext(run, model, parts.optimizer, epoch, step, len(loader), parts.services)
+            ctx = StepContext(run, model, parts.optimizer, epoch, step, len(loader), parts.services, phase)
             try:
                 with parts.services.autocast():
                     values = method.training_step(ctx, batch)
@@ -342,7 +383,7 @@ def train_epoch(job: Job, parts: Parts, epoch: int, record: Checkpoint) -> tuple
     lr = parts.optimizer.param_groups[0]["lr"]
     parts.scheduler.step()
     with phases("method_epoch_end"):
-        method.on_epoch_end(EpochContext(run, model, epoch))
+        method.on_epoch_end(EpochContext(run, model, epoch, phase))
     epoch_end_time = time.perf_counter() - epoch_started - train_time
     try:
         val, collected = validate(job, model, ts.probes_due(epoch))

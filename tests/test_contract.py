@@ -332,7 +332,7 @@ def test_three_modalities_train_with_joint_concat_and_evaluate(avdigits3, tmp_pa
     assert config["data"]["modalities"] == THREE
     best = train(config)["test"]["best"]
     for m in THREE:
-        for metric in ("probe", "acc", "acc_zero", "acc_noise"):
+        for metric in ("probe", "acc", "acc_zero", "acc_noise", "acc_fgm", "acc_pgd"):
             assert 0.0 <= best[f"{metric}_{m}"] <= 100.0, (metric, m)
         assert -1.0 <= best[f"shapley_{m}"] <= 3.0
     # efficiency of the Shapley shares: they add up to v(all) = 3 when right with every modality

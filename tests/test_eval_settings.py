@@ -32,6 +32,10 @@ def resolve_with(*sets: str):
         ("eval.probe_max_iter=0", "key 'probe_max_iter': 0 is less than the minimum of 1"),
         ("eval.probe_max_iter=2.5", "key 'probe_max_iter': 2.5 is not of type 'integer'"),
         ("eval.noise_std=-1", "key 'noise_std': -1 is less than the minimum of 0"),
+        ("eval.attack_eps=-0.1", "key 'attack_eps': -0.1 is less than the minimum of 0"),
+        ("eval.attack_pgd_steps=0", "key 'attack_pgd_steps': 0 is less than the minimum of 1"),
+        ("eval.attack_pgd_step_divisor=0", "key 'attack_pgd_step_divisor': 0 is less than or equal to the minimum"),
+        ("eval.attack_samples=-1", "key 'attack_samples': -1 is less than the minimum of 0"),
     ],
 )
 def test_bad_evaluation_overrides_are_refused_with_the_key_and_the_bound(item, problem):
@@ -43,7 +47,15 @@ def test_bad_evaluation_overrides_are_refused_with_the_key_and_the_bound(item, p
 
 def test_good_evaluation_overrides_reach_the_cell():
     config = resolve_with("eval.probe_cs=[0.5]", "eval.probe_max_iter=7", "eval.noise_std=0").config
-    assert config["eval"] == {"probe_cs": [0.5], "probe_max_iter": 7, "noise_std": 0}
+    assert config["eval"] == {
+        "probe_cs": [0.5],
+        "probe_max_iter": 7,
+        "noise_std": 0,
+        "attack_eps": 0.2,
+        "attack_pgd_steps": 4,
+        "attack_pgd_step_divisor": 3,
+        "attack_samples": 64,
+    }
 
 
 def test_bml_train_refuses_a_bad_evaluation_value_before_training(tmp_path):

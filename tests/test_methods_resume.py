@@ -100,6 +100,7 @@ ACTIVE = {
     "bogc": (),  # helper F
     "sample_valuation": (),  # 5 of 60 warm-up epochs scale to 0 of 3
     "modality_valuation": (),
+    "crmt": ("method.second_phase_epochs=93",),  # step 1: epoch 1, step 2: epochs 2-3, killed at the switch
 }
 ACTIVE |= {"pmr": (), "agm": ()}  # helper A: PMR's window 0-100 of 150 and AGM's 0-100 of 100 cover 3 epochs
 ACTIVE |= {"i2m2": ()}  # helper E
@@ -144,5 +145,6 @@ def test_interrupted_run_resumes_bit_identical(packed_avdigits, tmp_path, monkey
         "i2m2": lambda r: r["lr"] <= 0.01,  # its own lr (the protocol's is 0.05): fine-tuning the loaded runs
         "pmr": lambda r: r["pce_weight_audio"] + r["pce_weight_visual"] > 0.0,  # prototypes in the state
         "agm": lambda r: r["agm_coef_audio"] != 1.0,  # the running scores in the state
+        "crmt": lambda r: "loss_margin" not in r,  # step 2 (its one loss term) ran after the resume
     }[method]
     assert any(acted(r) for r in replayed)

@@ -13,7 +13,7 @@ from bml.cli import main as bml_main
 from bml.report import build_report, output_names
 from bml.results import load_runs
 from bml.table_format import to_csv, to_latex, to_markdown
-from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of
+from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of, robustness_table
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -54,6 +54,12 @@ def synthetic_results(root: Path, skip: tuple = ()) -> Path:
                 "acc_zero_visual": 85.0,
                 "acc_noise_audio": 50.0,
                 "acc_noise_visual": 88.0,
+                "acc_fgm": 70.0,
+                "acc_pgd": 60.0,
+                "acc_fgm_audio": 75.0,
+                "acc_fgm_visual": 85.0,
+                "acc_pgd_audio": 65.0,
+                "acc_pgd_visual": 80.0,
             }
             history = [
                 {
@@ -205,9 +211,9 @@ def test_report_page_has_every_table_and_figure_and_summary_is_a_metrics_file(tm
     page = _Page()
     page.feed((out / "index.html").read_text())
     written = sorted(p.stem for p in (out / "tables").glob("*.md"))
-    # main, imbalance, stats of acc, probe_audio and probe_visual; one per published source; the scorecard's
-    # verdicts, ranking, selection and cost
-    assert sorted(page.tables) == written and len(written) == 5 + len(published) + 4
+    # main, imbalance, robustness, stats of acc, probe_audio and probe_visual; one per published source; the
+    # scorecard's verdicts, ranking, selection and cost
+    assert sorted(page.tables) == written and len(written) == 6 + len(published) + 4
     for name in written:
         assert (out / "tables" / f"{name}.tex").read_text().startswith("\\begin{table}")
     assert len(page.images) == page.captions == 7  # validation curves, modulation, probes, robustness, Shapley,
@@ -286,9 +292,11 @@ def test_avdigits_imbalance_table_compares_both_probes_with_the_baseline(tmp_pat
 def test_three_modalities_give_three_difference_columns_and_stats_tables(tmp_path):
     runs, _ = load_runs(three_modality_results(tmp_path / "results"))
     tables = {t.name: t for t in build_tables(runs, {}, settings())}
-    assert sorted(tables) == ["imbalance_toy_embedded_concat", "main_embedded_concat"] + [
-        f"stats_{k}_toy_embedded_concat" for k in ("acc", "probe_audio", "probe_flow", "probe_visual")
-    ]
+    assert sorted(tables) == [
+        "imbalance_toy_embedded_concat",
+        "main_embedded_concat",
+        "robustness_toy_embedded_concat",
+    ] + [f"stats_{k}_toy_embedded_concat" for k in ("acc", "probe_audio", "probe_flow", "probe_visual")]
     table = tables["imbalance_toy_embedded_concat"]
     assert [h for h in table.header if h.startswith("Δ")] == ["Δ probe audio", "Δ probe visual", "Δ probe flow"]
     assert table.header[1:8] == [
@@ -362,3 +370,13 @@ def test_report_writes_exactly_the_listed_outputs_and_a_summary_for_every_modali
     ):
         assert key in ogm, key
     assert not any("flow" in k for k in ogm)
+
+
+def test_the_robustness_table_has_the_attacks_missing_and_noise_per_modality(tmp_path):
+    runs, _ = load_runs(synthetic_results(tmp_path / "results"))
+    table = robustness_table(runs, "avdigits", "embedded", "concat", settings())
+    assert table.header[:4] == ["Method", "clean", "l2 1-step all", "PGD-l2 all"]
+    assert table.header[4:8] == ["l2 1-step audio", "PGD-l2 audio", "missing audio", "noise audio"]
+    rows = {r[0]: dict(zip(table.header, r, strict=True)) for r in table.rows}
+    assert rows["Joint (baseline, concat)"]["PGD-l2 visual"] == "80.0 ± 0.0"
+    assert rows["Joint (baseline, concat)"]["missing audio"] == "40.0 ± 0.0"

@@ -182,6 +182,12 @@ def test_same_seed_gives_identical_results(packed_avdigits, tmp_path):
         "acc_zero_visual",
         "acc_noise_audio",
         "acc_noise_visual",
+        "acc_fgm",
+        "acc_fgm_audio",
+        "acc_fgm_visual",
+        "acc_pgd",
+        "acc_pgd_audio",
+        "acc_pgd_visual",
         "val_acc",
     ):
         assert 0.0 <= metrics[key] <= 100.0, key

@@ -28,6 +28,9 @@ class Param:
     maximum: float | None = None
     above: float | None = None  # an exclusive minimum
     choices: tuple[Any, ...] = ()
+    # an epoch count of one phase of the run (of the `reference_epochs` schedule): the plan refuses a value whose
+    # scaled length leaves no epoch for the rest of the run (phase_problems)
+    phase: bool = False
 
     def schema(self) -> dict:
         if self.choices:
@@ -71,6 +74,25 @@ def window_problems(params: dict, epochs: int) -> list[str]:
             f"choose at most {latest}"
         ]
     return []
+
+
+def phase_problems(spec: MethodSpec, values: dict, epochs: int) -> list[str]:
+    """Why a method's phase lengths do not fit a run of `epochs` epochs: each phase parameter (Param.phase), scaled
+    from the method's `reference_epochs` (if it has one), must leave at least one epoch of the run to the others."""
+    problems = []
+    for name, param in spec.params.items():
+        if not param.phase or name not in values:
+            continue
+        reference = values.get("reference_epochs", epochs)
+        length = scale_epoch(values[name], epochs, reference)
+        if length >= epochs:
+            problems.append(
+                f"key '{name}': {values[name]} epochs of its {reference}-epoch schedule are {length} of this "
+                f"protocol's {epochs}, leaving none for the rest of the run; choose at most "
+                f"{max((v for v in range(values[name]) if scale_epoch(v, epochs, reference) < epochs), default=0)} "
+                f"(or a longer protocol)"
+            )
+    return problems
 
 
 PROBABILITY = Param("number", minimum=0, maximum=1)
@@ -375,6 +397,25 @@ METHODS = {
                 "reference_epochs": REFERENCE_EPOCHS,
             },
             logs={"agm_coef": "AGM gradient coefficient"},
+        ),
+        # helper C: CRMT (its own head, two phases)
+        MethodSpec(
+            "crmt",
+            "CRMT",
+            "bml.methods.crmt",
+            "CRMT",
+            "Yang et al., ICLR 2024",
+            params={
+                "rho": Param("number", minimum=0),
+                "a_init": Param("number"),
+                "second_phase_epochs": Param("integer", minimum=0, phase=True),
+                "reference_epochs": REFERENCE_EPOCHS,
+                "second_lr_factor": Param("number", above=0),
+                "second_momentum": Param("number", minimum=0, maximum=1),
+                "second_weight_decay": Param("number", minimum=0),
+            },
+            logs={"fusion_weight": "mean fusion weight a_m"},
+            head="crmt",
         ),
     )
 }

@@ -3,8 +3,8 @@
 The loop owns the data, devices, checkpoints, evaluation and tracking. A method overrides what it needs:
 
 - the model: `build_model(spec)` (add uni-modal heads, its own head, experts loaded from other runs) and
-  `param_groups(model)` (phases, per-part learning rates), `grad_clip(configured)` (a clip of its own);
-  nothing else touches the model's structure;
+  `param_groups(model, phase)` (per-part learning rates; what a phase trains), `grad_clip(configured)` (a
+  clip of its own); nothing else touches the model's structure;
 - the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
   valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
   modality masks, drawn from the run's seeded generators so a resumed run draws the same. A mask acts at
@@ -29,7 +29,13 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
 - other runs: a method's `requires` (bml/methods/__init__.py) declares the runs it reads as (method, fusion)
   patterns (("<modality>_only", "none"), ("joint", "<fusion>")); the plan resolves them, refuses a matrix that
   lacks them and turns them into workflow edges, and `ctx.run.required` gives their folders by method name;
-- evaluation: `evaluations(found)` adds metrics to every final evaluation of the run.
+- evaluation: `evaluations(ctx)` adds metrics to every final evaluation of the run; its `EvalContext` holds
+  what was collected and the model, the splits, the input preparation and the device, so an evaluation can
+  perturb inputs or features itself (attacks);
+- phases: `phases(epochs)` splits the run's epochs into consecutive `Phase`s (CRMT's second step trains only
+  its fusion weights with an optimizer of its own). At each phase's first epoch the loop builds that phase's
+  optimizer over `param_groups(model, phase)` and its scheduler over the phase's epochs; a checkpoint holds
+  the optimizer and scheduler of the phase of its last epoch, so a resume continues exactly across a switch.
 
 Between hooks, typed records (`Batch`, `Output`, the contexts), never free dict keys. Per-epoch numbers
 go through `record` (means per epoch in history.csv and MLflow); anything kept across epochs goes in
@@ -91,6 +97,7 @@ class RunContext:
     splits: dict[str, Any]  # train (training frames), train_eval (fixed frames), val, test: PackedSplit
     required: dict[str, Path]  # method -> the folder of a run this one needs (same dataset, protocol, seed)
     collect: Any = None  # collect(model, split_name) -> {"features": {m: array}, "logits", "label"} (evaluate.py)
+    prepare: Any = None  # prepare(inputs) -> the encoders' inputs (bml/data/loader.py: prepare_inputs)
 
     @property
     def seed(self) -> int:
@@ -106,6 +113,49 @@ class EpochContext:
     run: RunContext
     model: nn.Module
     epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end)
+    phase: Phase | None = None  # the phase the epoch belongs to (Method.phases)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Consecutive epochs [start, end) of a run trained the same way: their own optimizer and schedule.
+
+    `optimizer` / `scheduler`: bml/optim.py settings ({"name": "sgd", "lr": ...}); None takes the protocol's. The
+    scheduler runs over the phase's epochs (a cosine anneals within the phase)."""
+
+    name: str
+    start: int  # 0-based first epoch
+    end: int  # one past the last epoch
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+
+    @property
+    def epochs(self) -> int:
+        return self.end - self.start
+
+
+def phase_of(phases: list[Phase], epoch: int) -> Phase:
+    """The phase holding 0-based `epoch`."""
+    for phase in phases:
+        if phase.start <= epoch < phase.end:
+            return phase
+    raise ValueError(f"epoch {epoch} is in no phase of {[(p.name, p.start, p.end) for p in phases]}")
+
+
+@dataclass
+class EvalContext:
+    """What a method's evaluation may use: the collected outputs of the model being evaluated, the model itself,
+    the splits, the input preparation and the device (an evaluation may perturb inputs and features)."""
+
+    found: dict[str, dict]  # split ("train", "val", "test") -> collect()'s arrays of this model
+    model: nn.Module
+    predict: Any  # predict(model, inputs) -> Output (the method's)
+    splits: dict[str, Any]  # "train", "val", "test": PackedSplit (fixed frames)
+    prepare: Any  # prepare(inputs) -> the encoders' inputs
+    device: torch.device
+    eval_cfg: dict  # params/params.yaml evaluation
+    seed: int
+    n_classes: int
 
 
 class StepServices:
@@ -175,6 +225,7 @@ class StepContext:
     step: int  # 0-based within the epoch
     steps_per_epoch: int
     services: StepServices | None = None  # None: fp32, no clipping, no accumulation
+    phase: Phase | None = None  # the phase of the step's epoch (Method.phases)
 
     def __post_init__(self) -> None:
         if self.services is None:
@@ -209,13 +260,18 @@ class Method:
     def build_model(self, spec: ModelSpec) -> nn.Module:
         return build_model(spec)
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
+    def param_groups(self, model: nn.Module, phase: Phase | None = None) -> list[dict]:
+        """What `phase`'s optimizer trains (None: the run's only phase); every trainable parameter by default."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     def grad_clip(self, configured: float | None) -> float | None:
         """The gradient-norm clip of the loop's StepServices: the protocol's (train.grad_clip) unless the method
         has its own (I2M2's authors clip at 8)."""
         return configured
+
+    def phases(self, epochs: int) -> list[Phase]:
+        """The run's `epochs` split into phases; by default one, with the protocol's optimizer and schedule."""
+        return [Phase("train", 0, epochs)]
 
     # the epoch --------------------------------------------------------------------------------------
     def on_epoch_start(self, ctx: EpochContext) -> None:
@@ -263,8 +319,8 @@ class Method:
     def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
         return model(inputs)
 
-    def evaluations(self, found: dict[str, dict]) -> dict[str, float]:
-        """Extra metrics from a final evaluation's collected outputs ({split: collected}); none by default."""
+    def evaluations(self, ctx: EvalContext) -> dict[str, float]:
+        """Extra metrics of a final evaluation (ctx.found: {split: collected}; the model and data); none by default."""
         return {}
 
     # what the method reports and keeps --------------------------------------------------------------
