@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bml.cost import cost_rows  # noqa: E402
 from bml.methods import UNIMODAL_SUFFIX, logged_quantities  # noqa: E402
 from bml.plotting import (  # noqa: E402
     draw_curve,
@@ -42,7 +43,6 @@ from bml.plotting import (  # noqa: E402
     save,
 )
 from bml.results import Run, cell_label, method_name  # noqa: E402
-from bml.scorecard import cost_rows  # noqa: E402
 from bml.tables import Settings, method_order, modalities_of  # noqa: E402
 
 # The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each

@@ -1,5 +1,6 @@
-"""The reproduction scorecard: a verdict per published claim, the papers' test-set selection measured beside
-bml's, the methods' ranking against the published one, and each method's cost beside its gain.
+"""The reproduction scorecard: a verdict per published claim, with the papers' test-set selection measured beside
+bml's (bml/selection.py), the methods' ranking against the published one (bml/ranking.py), and each method's
+cost beside its gain (bml/cost.py).
 
 A claim (params/claims.yaml) is a paper's statement that a method beats a baseline on one metric of one
 dataset under one protocol and fusion; its published numbers are read from params/published.yaml, never
@@ -25,7 +26,6 @@ that selection adds. bml's own numbers here come from `Run.test` only (the check
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,15 +33,17 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
-from statsmodels.stats.power import TTestPower
 
 from bml.catalog import NO_FUSION
 from bml.config import ConfigError, read_yaml
+from bml.cost import cost_table
 from bml.methods import PUBLISHED_TITLES, fusion_names, method_spec
-from bml.results import METRICS, Run, by_seed, cell_label, method_name
-from bml.stats import TEST_NAMES, holm, paired_test, summarize
+from bml.ranking import ranking_table
+from bml.results import Run, by_seed, method_name
+from bml.selection import selection_table
+from bml.stats import TEST_NAMES, holm, paired_test, power_to_see, seeds_needed
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings, fusion_of, method_order
+from bml.tables import DATASET_NAMES, MISSING, Settings, fusion_of
 
 VERDICTS = ("reproduced", "smaller", "not reproduced", "inconclusive", "not run")
 CLAIM_KEYS = {"statement", "source", "dataset", "protocol", "fusion", "method", "baseline", "metric"}
@@ -79,10 +81,6 @@ class Claims:
     claims: list[Claim]
     power: float = 0.8  # thresholds.power
     unread: list[dict] = field(default_factory=list)  # tables of the seed papers that could not be read, and why
-
-
-def _fusion_of(method: str, source_fusion: str) -> str:
-    return fusion_of(method, source_fusion)  # none, the method's own head, or the source's fusion
 
 
 def _number(published: dict, where: str, source: str, method: str, dataset: str, metric: str) -> float:
@@ -156,10 +154,10 @@ def load_claims(params_dir: str | Path, published: dict | None = None) -> Claims
                         source,
                         dataset,
                         src["protocol"],
-                        _fusion_of(method, src["fusion"]),
+                        fusion_of(method, src["fusion"]),
                         method,
                         baseline,
-                        _fusion_of(baseline, src["fusion"]),
+                        fusion_of(baseline, src["fusion"]),
                         metric,
                         (
                             _number(published, where, source, method, dataset, metric),
@@ -193,10 +191,10 @@ def load_claims(params_dir: str | Path, published: dict | None = None) -> Claims
                 source,
                 dataset,
                 protocol,
-                _fusion_of(method, fusion),
+                fusion_of(method, fusion),
                 method,
                 baseline,
-                _fusion_of(baseline, fusion),
+                fusion_of(baseline, fusion),
                 metric,
                 (
                     _number(published, where, source, method, dataset, metric),
@@ -213,39 +211,6 @@ def load_claims(params_dir: str | Path, published: dict | None = None) -> Claims
 
 
 # ---- verdicts ------------------------------------------------------------------------------------------
-
-
-def power_to_see(effect: float, std: float, n: int, alpha: float) -> float:
-    """Power of a two-sided paired t-test with n seeds to see a true mean difference `effect`, given the
-    differences' standard deviation."""
-    if n < 2:
-        return 0.0
-    if std == 0:
-        return 1.0 if effect != 0 else 0.0
-    effect_size = abs(effect) / std
-    power = float(TTestPower().power(effect_size=effect_size, nobs=n, alpha=alpha, alternative="two-sided"))
-    if math.isnan(power):  # scipy's noncentral t gives NaN far in its tail, where the power is all but 1
-        shift, crit = effect_size * math.sqrt(n), float(sps.t.ppf(1 - alpha / 2, n - 1))
-        power = float(sps.norm.cdf(shift - crit) + sps.norm.cdf(-shift - crit))
-    return power
-
-
-def seeds_needed(effect: float, std: float, alpha: float, power: float) -> int | None:
-    """The fewest seeds whose paired t-test has `power` to see `effect`; None when the effect is 0."""
-    if effect == 0:
-        return None
-    if std == 0:
-        return 2
-    try:
-        n = math.ceil(
-            TTestPower().solve_power(effect_size=abs(effect) / std, alpha=alpha, power=power, alternative="two-sided")
-        )
-    except (ValueError, RuntimeError):
-        n = 2
-    n = max(int(n), 2)
-    while power_to_see(effect, std, n, alpha) < power:  # the solver's root may round below the target
-        n += 1
-    return n
 
 
 def verdict(
@@ -383,208 +348,6 @@ def verdict_table(judged: list[tuple[Claim, dict]], claims: Claims, settings: Se
     return table
 
 
-# ---- the papers' selection, measured ---------------------------------------------------------------------
-
-
-def run_record(run: Run) -> dict:
-    """The run's whole metrics.json: test accuracy per epoch and timings are read here, never by selection."""
-    try:
-        return json.loads((run.path / METRICS).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def best_on_test(run: Run) -> float | None:
-    """The run's best test accuracy over its epochs (the papers' selection); None when it was not recorded."""
-    record = run_record(run).get("test_by_epoch") or {}
-    values = [float(a) for a in record.get("acc", []) if a is not None and math.isfinite(float(a))]
-    return max(values) if values else None
-
-
-def _trained_methods(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tuple[str, str]]:
-    mine = [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in (NO_FUSION, fusion)]
-    found = {(r.method, r.fusion) for r in mine}
-    return [(m, f) for m in method_order({m for m, _ in found}) for f in (NO_FUSION, fusion) if (m, f) in found]
-
-
-def selection_rows(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> list[dict]:
-    """Per method: bml's number (best on validation) and the papers' (best epoch on test) per seed, and the
-    selection's inflation (papers' − bml's) with its t interval."""
-    rows = []
-    for method, f in _trained_methods(runs, dataset, protocol, fusion):
-        cell = [r for r in runs if r.cell == (dataset, protocol, f, method)]
-        ours = by_seed(runs, (dataset, protocol, f, method), "acc", settings.which)
-        theirs = {r.seed: v for r in cell if (v := best_on_test(r)) is not None}
-        paired = sorted(set(ours) & set(theirs))
-        gap = summarize([theirs[s] - ours[s] for s in paired], confidence=1 - settings.alpha) if paired else None
-        rows.append({"method": method, "fusion": f, "ours": ours, "theirs": theirs, "inflation": gap})
-    return rows
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    s = summarize(list(values))
-    if s["mean"] is None:
-        return MISSING
-    return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s["std"] is not None else " (1 seed)")
-
-
-def selection_table(runs: list[Run], dataset: str, protocol: str, fusion: str, settings: Settings) -> Table:
-    header = ["Method", "bml: best on validation", "papers': best epoch on test, one seed", "papers': over seeds"]
-    header += ["inflation (papers' − bml)", "n"]
-    table = Table(
-        f"selection_{dataset}_{protocol}_{fusion}",
-        f"Test accuracy (%) as bml selects it and as the papers do, {DATASET_NAMES.get(dataset, dataset)}, "
-        f"protocol {protocol}, fusion {fusion}",
-        header,
-        [],
-    )
-    for row in selection_rows(runs, dataset, protocol, fusion, settings):
-        label = cell_label(row["method"], row["fusion"])
-        theirs, gap = row["theirs"], row["inflation"]
-        if not theirs:
-            table.rows.append([label, _mean_std(row["ours"].values()), "not recorded", "not recorded", MISSING, "0"])
-            continue
-        first = min(theirs)
-        values = list(theirs.values())
-        spread = f"{_mean_std(values)} [{min(values):.1f}, {max(values):.1f}]"
-        inflation = MISSING
-        if gap and gap["mean"] is not None:
-            inflation = f"{gap['mean']:+.1f}" + (
-                f" [{gap['ci_t'][0]:+.1f}, {gap['ci_t'][1]:+.1f}]" if gap["ci_t"] else ""
-            )
-        row_cells = [label, _mean_std(row["ours"].values()), f"{theirs[first]:.1f} (seed {first})", spread]
-        table.rows.append(row_cells + [inflation, str(gap["n"] if gap else 0)])
-    table.notes = [
-        f"bml: mean ± std over seeds of the test accuracy at the checkpoint chosen on validation ({settings.which}).",
-        "Papers': the best test accuracy over the epochs (test_by_epoch in each run's metrics.json, which no "
-        "selection, early stopping or checkpoint choice reads), as the published sources selected; one seed (the "
-        "first), then mean ± std [min, max] over seeds.",
-        f"Inflation: the papers' number minus bml's, paired by seed; mean and {100 * (1 - settings.alpha):g}% t "
-        "interval. not recorded: the runs predate the per-epoch test record.",
-    ]
-    return table
-
-
-# ---- ranking agreement -----------------------------------------------------------------------------------
-
-
-def kendall(published: Sequence[float], ours: Sequence[float]) -> tuple[float | None, float | None]:
-    """Kendall's tau (tau-b, scipy) between two orders of the same methods, and its p; None with fewer than 2
-    methods or a constant order."""
-    if len(published) < 2:
-        return None, None
-    result = sps.kendalltau(published, ours)
-    if not math.isfinite(result.statistic):
-        return None, None
-    return float(result.statistic), float(result.pvalue)
-
-
-def ranking_rows(runs: list[Run], published: dict, settings: Settings) -> list[dict]:
-    rows = []
-    for source_id, source in published.items():
-        datasets = sorted({d for per in source["results"].values() for d in per})
-        for dataset in datasets:
-            pairs = []
-            for method, per in source["results"].items():
-                if method in PUBLISHED_TITLES or "acc" not in per.get(dataset, {}):
-                    continue
-                cell = (dataset, source["protocol"], _fusion_of(method, source["fusion"]), method)
-                ours = by_seed(runs, cell, "acc", settings.which)
-                if ours:
-                    pairs.append((method, per[dataset]["acc"], float(np.mean(list(ours.values())))))
-            tau, p = kendall([p for _, p, _ in pairs], [o for _, _, o in pairs])
-            rows.append(
-                {"source": source_id, "dataset": dataset, "methods": [m for m, *_ in pairs], "tau": tau, "p": p}
-            )
-    return rows
-
-
-def ranking_table(runs: list[Run], published: dict, settings: Settings) -> Table:
-    table = Table(
-        "ranking",
-        "Ranking agreement: Kendall's tau between the published order of the methods and bml's",
-        ["Source", "Dataset", "Methods in both", "Kendall's tau", "p"],
-        [],
-    )
-    for row in ranking_rows(runs, published, settings):
-        table.rows.append(
-            [
-                row["source"],
-                DATASET_NAMES.get(row["dataset"], row["dataset"]),
-                ", ".join(method_name(m) for m in row["methods"]) or MISSING,
-                f"{row['tau']:+.2f}" if row["tau"] is not None else MISSING,
-                f"{row['p']:.2g}" if row["p"] is not None else MISSING,
-            ]
-        )
-    table.notes = [
-        "Kendall's tau-b (scipy.stats.kendalltau) between each method's published accuracy and bml's mean over "
-        "seeds under the source's protocol and fusion, over the methods both have; p: scipy's two-sided p.",
-        f"{MISSING}: fewer than 2 methods of that table ran in bml (or all tied).",
-    ]
-    return table
-
-
-# ---- cost beside gain ------------------------------------------------------------------------------------
-
-
-def step_time_ms(run: Run) -> float | None:
-    values = [row["step_time_ms"] for row in run.history if "step_time_ms" in row]
-    return float(np.mean(values)) if values else None
-
-
-def run_time_s(run: Run) -> float | None:
-    total = (run_record(run).get("timings_s") or {}).get("total")
-    return float(total) if total is not None else None
-
-
-def cost_rows(runs: list[Run], dataset: str, protocol: str, fusion: str, modalities, settings: Settings) -> list[dict]:
-    """Per balancing method: step-time ratio to the baseline (paired by seed), run time, and its gains over the
-    baseline in accuracy and in each modality's probe."""
-    cell = lambda m: (dataset, protocol, fusion, m)  # noqa: E731
-    base_runs = {r.seed: r for r in runs if r.cell == cell(settings.baseline)}
-    rows = []
-    for method, f in _trained_methods(runs, dataset, protocol, fusion):
-        if f == NO_FUSION:
-            continue
-        mine = {r.seed: r for r in runs if r.cell == cell(method)}
-        ratios = [
-            a / b
-            for s in sorted(set(mine) & set(base_runs))
-            if (a := step_time_ms(mine[s])) is not None and (b := step_time_ms(base_runs[s])) and b > 0
-        ]
-        times = [t for r in mine.values() if (t := run_time_s(r)) is not None]
-        gains = {}
-        for key in ["acc"] + [f"probe_{m}" for m in modalities]:
-            ours, base = (
-                by_seed(runs, cell(method), key, settings.which),
-                by_seed(runs, cell(settings.baseline), key, settings.which),
-            )
-            paired = sorted(set(ours) & set(base))
-            gains[key] = float(np.mean([ours[s] - base[s] for s in paired])) if paired else None
-        rows.append({"method": method, "ratios": ratios, "times": times, "gains": gains})
-    return rows
-
-
-def cost_table(runs: list[Run], dataset: str, protocol: str, fusion: str, modalities, settings: Settings) -> Table:
-    header = ["Method", "step time / baseline", "run time (s)", "Δ acc"] + [f"Δ probe {m}" for m in modalities]
-    table = Table(
-        f"cost_{dataset}_{protocol}_{fusion}",
-        f"Cost beside gain, {DATASET_NAMES.get(dataset, dataset)}, protocol {protocol}, fusion {fusion}",
-        header,
-        [],
-    )
-    for row in cost_rows(runs, dataset, protocol, fusion, modalities, settings):
-        gains = [f"{g:+.1f}" if g is not None else MISSING for g in row["gains"].values()]
-        table.rows.append([method_name(row["method"]), _mean_std(row["ratios"]), _mean_std(row["times"])] + gains)
-    table.notes = [
-        f"Step time: the mean training-step wall time over epochs (history.csv step_time_ms) divided by "
-        f"{method_name(settings.baseline)}'s of the same seed, mean ± std over seeds; run time: metrics.json "
-        "timings_s.total; wall times depend on the machine and its load, so compare them within one report.",
-        f"Δ: mean paired difference from {method_name(settings.baseline)} (test, {settings.which} checkpoint).",
-    ]
-    return table
-
-
 # ---- the whole scorecard ---------------------------------------------------------------------------------
 
 
@@ -599,20 +362,6 @@ def scorecard_tables(
         tables.append(cost_table(runs, dataset, protocol, fusion, modalities_by_dataset[dataset], settings))
     tables.append(ranking_table(runs, published, settings))
     return tables, judged
-
-
-def selection_summary(runs: list[Run], groups, settings: Settings) -> dict[str, dict]:
-    """summary.json entries per cell with a test-set record: the papers' selection and its inflation."""
-    out = {}
-    for dataset, protocol, fusion in groups:
-        for row in selection_rows(runs, dataset, protocol, fusion, settings):
-            gap = row["inflation"]
-            if gap and gap["mean"] is not None:
-                entry = {"best_on_test_mean": round(float(np.mean(list(row["theirs"].values()))), 3)}
-                entry["inflation_mean"] = round(gap["mean"], 3)
-                entry["inflation_n"] = gap["n"]
-                out[f"selection/{dataset}/{protocol}/{row['fusion']}/{row['method']}"] = entry
-    return out
 
 
 def verdict_summary(judged: list[tuple[Claim, dict]]) -> dict[str, dict]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
 TESTS = ("t", "wilcoxon", "permutation")
 
@@ -245,3 +246,36 @@ def compare_to_baseline(
         results[name]["p_holm"] = p_adj
         results[name]["significant"] = rejected
     return results
+
+
+def power_to_see(effect: float, std: float, n: int, alpha: float) -> float:
+    """Power of a two-sided paired t-test with n seeds to see a true mean difference `effect`, given the
+    differences' standard deviation."""
+    if n < 2:
+        return 0.0
+    if std == 0:
+        return 1.0 if effect != 0 else 0.0
+    effect_size = abs(effect) / std
+    power = float(TTestPower().power(effect_size=effect_size, nobs=n, alpha=alpha, alternative="two-sided"))
+    if math.isnan(power):  # scipy's noncentral t gives NaN far in its tail, where the power is all but 1
+        shift, crit = effect_size * math.sqrt(n), float(stats.t.ppf(1 - alpha / 2, n - 1))
+        power = float(stats.norm.cdf(shift - crit) + stats.norm.cdf(-shift - crit))
+    return power
+
+
+def seeds_needed(effect: float, std: float, alpha: float, power: float) -> int | None:
+    """The fewest seeds whose paired t-test has `power` to see `effect`; None when the effect is 0."""
+    if effect == 0:
+        return None
+    if std == 0:
+        return 2
+    try:
+        n = math.ceil(
+            TTestPower().solve_power(effect_size=abs(effect) / std, alpha=alpha, power=power, alternative="two-sided")
+        )
+    except (ValueError, RuntimeError):
+        n = 2
+    n = max(int(n), 2)
+    while power_to_see(effect, std, n, alpha) < power:  # the solver's root may round below the target
+        n += 1
+    return n

@@ -17,21 +17,19 @@ from scipy import stats
 
 from bml.config import ConfigError
 from bml.methods import PUBLISHED_TITLES
+from bml.ranking import kendall
 from bml.report import build_report, drop_non_finite, summary, write_page
 from bml.results import load_runs
 from bml.scorecard import (
     judge,
-    kendall,
     load_claims,
-    power_to_see,
     scorecard_tables,
-    seeds_needed,
-    selection_rows,
-    selection_table,
     verdict,
     verdict_summary,
     verdict_table,
 )
+from bml.selection import selection_rows, selection_table
+from bml.stats import power_to_see, seeds_needed
 from bml.table_format import to_markdown
 from bml.tables import Settings, build_tables
 
