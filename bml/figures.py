@@ -34,22 +34,26 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from bml.cost import cost_rows  # noqa: E402
 from bml.methods import UNIMODAL_SUFFIX, logged_quantities  # noqa: E402
 from bml.plotting import (  # noqa: E402
+    cell_colors,
+    cells_in_order,
     draw_curve,
     draw_grouped_bars,
     empty_note,
+    epoch_series,
     lighter,
     marker_shifts,
     mean_band,
+    metric_values,
+    modality_colors,
+    runs_of,
     save,
 )
 from bml.results import Run, cell_label, method_name  # noqa: E402
-from bml.tables import Settings, method_order, modalities_of  # noqa: E402
+from bml.tables import Settings, modalities_of  # noqa: E402
 
 # The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each
 # modality's branch, and what each quantity is: each method's spec declares its own (bml/methods/__init__.py).
 MODULATION_QUANTITIES = logged_quantities()
-FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had
-PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 CLEAN_COLOR = "0.35"
 FIGURES = (  # file suffixes, in page order
     "validation_curves",
@@ -66,13 +70,6 @@ OVER_TRAINING = {
     "val_acc_": "uni-modal accuracy (%)",
     "val_shapley_": "Shapley share",
 }
-
-
-def modality_colors(modalities: Sequence[str]) -> dict[str, str]:
-    """One colour per modality: audio red, visual blue, the others the rest of tab10 in order."""
-    others = [m for m in modalities if m not in FIXED_COLORS]
-    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(others)}
-    return {m: FIXED_COLORS.get(m) or colors[m] for m in modalities}
 
 
 def _color_words(modalities: Sequence[str]) -> str:
@@ -109,46 +106,6 @@ def captions(modalities: Sequence[str]) -> dict[str, str]:
         "by seed) against its test-accuracy gain and each modality's probe gain over joint training; mean over "
         "seeds, error bars: 95% t confidence interval of the time ratio.",
     }
-
-
-# ---- grouping and statistics ------------------------------------------------------------------------
-
-
-def cells_in_order(runs: Sequence[Run]) -> list[tuple[str, str]]:
-    """(method, fusion) pairs in the tables' row order: uni-modal runs, the baseline, the balancing methods."""
-    pairs = {(r.method, r.fusion) for r in runs}
-    order = method_order({m for m, _ in pairs}, modalities_of(list(runs)))
-    return sorted(pairs, key=lambda pair: (order.index(pair[0]), pair[1]))
-
-
-def runs_of(runs: Sequence[Run], method: str, fusion: str) -> list[Run]:
-    return sorted((r for r in runs if r.method == method and r.fusion == fusion), key=lambda r: r.seed)
-
-
-def epoch_series(runs: Sequence[Run], key: str) -> tuple[np.ndarray, list[list[float]]]:
-    """The epochs at which any run logged `key`, and at each the values of the runs that did.
-
-    Runs may differ in length (a resumed or shorter run) or log a column only on some epochs (Re-learning),
-    so values are gathered per epoch rather than stacked into a seeds x epochs array.
-    """
-    by_epoch: dict[int, list[float]] = {}
-    for run in runs:
-        for row in run.history:
-            if key in row and "epoch" in row:
-                by_epoch.setdefault(int(row["epoch"]), []).append(row[key])
-    epochs = sorted(by_epoch)
-    return np.array(epochs, dtype=float), [by_epoch[e] for e in epochs]
-
-
-def metric_values(runs: Sequence[Run], key: str, which: str) -> list[float]:
-    """One test metric of each run (seed) that has it."""
-    return [r.test[which][key] for r in runs if key in r.test.get(which, {})]
-
-
-def cell_colors(runs: Sequence[Run]) -> dict[tuple[str, str], tuple]:
-    """One colour per (method, fusion), the same in every figure of these runs."""
-    cmap = plt.get_cmap("tab10")
-    return {cell: cmap(i % 10) for i, cell in enumerate(cells_in_order(runs))}
 
 
 # ---- the figures ----------------------------------------------------------------------------------------

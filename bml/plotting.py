@@ -1,5 +1,6 @@
-"""Drawing parts every figure shares (bml/figures.py): seeds' mean with a 95% t interval as a band, error
-bars or grouped bars, an empty panel that says why, and saving as PNG and PDF."""
+"""Drawing parts every figure shares (bml/figures.py): the runs grouped per (method, fusion) and their series per
+epoch, one colour per modality and per cell, seeds' mean with a 95% t interval as a band, error bars or grouped
+bars, an empty panel that says why, and saving as PNG and PDF."""
 
 from __future__ import annotations
 
@@ -17,9 +18,57 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bml.results import Run  # noqa: E402
 from bml.stats import summarize  # noqa: E402
+from bml.tables import method_order, modalities_of  # noqa: E402
 
 DPI = 150
+FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had
+PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def modality_colors(modalities: Sequence[str]) -> dict[str, str]:
+    """One colour per modality: audio red, visual blue, the others the rest of tab10 in order."""
+    others = [m for m in modalities if m not in FIXED_COLORS]
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(others)}
+    return {m: FIXED_COLORS.get(m) or colors[m] for m in modalities}
+
+
+def cells_in_order(runs: Sequence[Run]) -> list[tuple[str, str]]:
+    """(method, fusion) pairs in the tables' row order: uni-modal runs, the baseline, the balancing methods."""
+    pairs = {(r.method, r.fusion) for r in runs}
+    order = method_order({m for m, _ in pairs}, modalities_of(list(runs)))
+    return sorted(pairs, key=lambda pair: (order.index(pair[0]), pair[1]))
+
+
+def runs_of(runs: Sequence[Run], method: str, fusion: str) -> list[Run]:
+    return sorted((r for r in runs if r.method == method and r.fusion == fusion), key=lambda r: r.seed)
+
+
+def epoch_series(runs: Sequence[Run], key: str) -> tuple[np.ndarray, list[list[float]]]:
+    """The epochs at which any run logged `key`, and at each the values of the runs that did.
+
+    Runs may differ in length (a resumed or shorter run) or log a column only on some epochs (Re-learning),
+    so values are gathered per epoch rather than stacked into a seeds x epochs array.
+    """
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for row in run.history:
+            if key in row and "epoch" in row:
+                by_epoch.setdefault(int(row["epoch"]), []).append(row[key])
+    epochs = sorted(by_epoch)
+    return np.array(epochs, dtype=float), [by_epoch[e] for e in epochs]
+
+
+def metric_values(runs: Sequence[Run], key: str, which: str) -> list[float]:
+    """One test metric of each run (seed) that has it."""
+    return [r.test[which][key] for r in runs if key in r.test.get(which, {})]
+
+
+def cell_colors(runs: Sequence[Run]) -> dict[tuple[str, str], tuple]:
+    """One colour per (method, fusion), the same in every figure of these runs."""
+    cmap = plt.get_cmap("tab10")
+    return {cell: cmap(i % 10) for i, cell in enumerate(cells_in_order(runs))}
 
 
 def lighter(color: str, amount: float = 0.5) -> tuple[float, float, float]:

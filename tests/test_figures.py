@@ -151,7 +151,7 @@ def test_mean_band_is_mean_and_t_interval():
 
 
 def test_epoch_series_keeps_only_epochs_that_logged_the_column(runs):
-    epochs, values = figures.epoch_series([r for r in runs if r.method == "relearning"], "relearn_weight_audio")
+    epochs, values = plotting.epoch_series([r for r in runs if r.method == "relearning"], "relearn_weight_audio")
     assert epochs.tolist() == [2.0]
     assert values == [[pytest.approx(0.10), pytest.approx(0.11), pytest.approx(0.12)]]
 
@@ -170,7 +170,7 @@ def test_validation_curves_plot_the_mean_over_seeds(runs, tmp_path, monkeypatch)
 
 
 def test_cells_are_ordered_and_labelled(runs):
-    assert figures.cells_in_order(runs) == [
+    assert plotting.cells_in_order(runs) == [
         ("visual_only", "none"),
         ("joint", "concat"),
         ("ogm", "concat"),
@@ -266,7 +266,7 @@ def test_captions_name_the_modalities_and_their_colours():
     assert "audio (red), visual (blue), flow (green)" in three["probes"]
     ucf = figures.captions(["visual", "flow"])
     assert "visual (blue), flow (green)" in ucf["robustness"] and "audio" not in ucf["robustness"]
-    assert figures.modality_colors(["visual", "flow", "depth"]) == {
+    assert plotting.modality_colors(["visual", "flow", "depth"]) == {
         "visual": "tab:blue",
         "flow": "tab:green",
         "depth": "tab:orange",
