@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
+from bml.methods import MethodSpec
+from bml.methods.schedule import scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
