@@ -159,3 +159,15 @@ class Checkpoint:
         record = cls(**{k: found[k] for k in progress if k in found})
         record.states = {k: found[k] for k in states}
         return record
+
+
+def load_required(folder: Path, who: str, needed_by: str, seed: int) -> dict[str, Any]:
+    """The best-on-validation checkpoint of a run another one reads (the ensemble's members, I2M2's experts); a
+    FileNotFoundError naming the file and the run to train first when it is missing."""
+    path = Path(folder) / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: {needed_by} needs the trained {who} run of seed {seed}; train it first (the plan makes it a "
+            f"dependency of this cell: it must be in the same matrix block)"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -42,16 +42,8 @@ from bml.config import (
 from bml.datasets import Dataset, Recipe, load_dataset, names_in
 from bml.kinds import KINDS
 from bml.layout import Layout
-from bml.methods import (
-    allowed_fusions,
-    every_run,
-    method_spec,
-    params_schema,
-    phase_problems,
-    required_runs,
-    schedule_problems,
-    window_problems,
-)
+from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
+from bml.methods.checks import phase_problems, schedule_problems, window_problems
 from bml.settings import STEP_DEFAULTS
 from bml.stage_code import file_hashes, stage_code
 

@@ -26,6 +26,8 @@ PLAN_MODULES = (
     "bml.layout",
     "bml.catalog",
     "bml.methods",
+    "bml.methods.spec",
+    "bml.methods.checks",
     "bml.dvc_stages",
     "bml.stage_code",
     "bml.cli",

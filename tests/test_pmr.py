@@ -182,7 +182,9 @@ def test_a_short_run_on_tiny_avdigits_computes_prototypes_and_logs_the_weights(p
 
 
 def test_window_problems_by_hand_for_every_method_with_a_window():
-    from bml.methods import base, scale_epoch, window_problems
+    from bml.methods import base
+    from bml.methods.checks import window_problems
+    from bml.methods.schedule import scale_epoch
 
     assert base.scale_epoch is scale_epoch  # one rule, torch-free for the plan, re-exported for the methods
     window = {"modulation_starts": 0, "modulation_ends": 100, "reference_epochs": 150}

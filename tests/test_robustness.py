@@ -11,8 +11,9 @@ from conftest import cell_config
 from test_methods_resume import one_torch_thread  # noqa: F401 (an autouse fixture)
 from torch import nn
 
+from bml.attacks import attack_subset, l2_attack, l2_direction, project_l2
 from bml.data.loader import make_loader
-from bml.evaluate import attack_subset, classification_metrics, l2_attack, l2_direction, project_l2
+from bml.evaluate import classification_metrics
 from bml.methods import METHODS, MethodSpec
 from bml.methods.base import EvalContext, Method
 from bml.models.model import Output

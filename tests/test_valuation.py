@@ -11,8 +11,9 @@ from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F40
 
 from bml.config import ConfigError
 from bml.evaluate import feature_game, sample_shapley, shapley_shares
-from bml.methods import method_spec, schedule_problems
+from bml.methods import method_spec
 from bml.methods.base import Batch, EpochContext, Samples, forward
+from bml.methods.checks import schedule_problems
 from bml.methods.valuation import ModalityValuation, keep_only, modality_gap_copies, sample_copies
 from bml.models.model import ModelSpec, MultimodalModel, build_model
 from bml.train import _to_batch, train

@@ -11,93 +11,11 @@ modalities a dataset has.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from bml.catalog import FUSIONS, NO_FUSION
+from bml.methods.checks import bogc_problems, greedy_problems, mla_problems
+from bml.methods.spec import EPOCH, PROBABILITY, REFERENCE_EPOCHS, MethodSpec, Param
 
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter a method takes: its JSON-schema type and bounds, or its choices. Epoch numbers are of the
-    method's `reference_epochs`-epoch schedule and scale with the protocol's (bml/methods/base.py: scale_epoch)."""
-
-    type: str  # number, integer, boolean, or "choice" (one of `choices`)
-    minimum: float | None = None
-    maximum: float | None = None
-    above: float | None = None  # an exclusive minimum
-    choices: tuple[Any, ...] = ()
-    # an epoch count of one phase of the run (of the `reference_epochs` schedule): the plan refuses a value whose
-    # scaled length leaves no epoch for the rest of the run (phase_problems)
-    phase: bool = False
-
-    def schema(self) -> dict:
-        if self.choices:
-            return {"const": self.choices[0]} if len(self.choices) == 1 else {"enum": list(self.choices)}
-        bounds = {"minimum": self.minimum, "maximum": self.maximum, "exclusiveMinimum": self.above}
-        return {"type": self.type} | {k: v for k, v in bounds.items() if v is not None}
-
-
-def scale_epoch(epoch: int, epochs: int, reference_epochs: int) -> int:
-    """An epoch number of a schedule written for `reference_epochs` epochs, moved to a run of `epochs`.
-
-    Papers give warm-ups, modulation windows and re-learning epochs for their own schedule (OGM-GE: 0-50 of
-    100 epochs; Re-learning: after epochs 20, 40, 60 of 90). On a protocol of another length every method's
-    schedule scales by the same rule, so each keeps its share of the run: epoch * epochs / reference_epochs,
-    rounded half up, in exact integer arithmetic (2.5 -> 3, never float noise). Torch-free, so that the plan
-    can check a schedule before any job (window_problems, schedule_problems); bml/methods/base.py re-exports it.
-    """
-    if reference_epochs < 1 or epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"scale_epoch needs epoch >= 0 and epochs, reference_epochs >= 1; got {epoch}, {epochs}, {reference_epochs}"
-        )
-    return (2 * epoch * epochs + reference_epochs) // (2 * reference_epochs)
-
-
-def window_problems(params: dict, epochs: int) -> list[str]:
-    """What is wrong with a method's modulation window (`modulation_starts`..`modulation_ends`, of its
-    `reference_epochs`-epoch schedule) on a run of `epochs` epochs: a window that ends before it starts, or one
-    that starts after the run's last epoch once scaled (the method would never act). [] for other methods."""
-    keys = ("modulation_starts", "modulation_ends", "reference_epochs")
-    if not all(isinstance(params.get(k), int) for k in keys) or params["reference_epochs"] < 1 or epochs < 1:
-        return []  # the schema check names missing or mistyped keys
-    starts, ends, reference = (params[k] for k in keys)
-    if starts > ends:
-        return [f"key 'modulation_starts': {starts} is after 'modulation_ends' {ends}; choose at most {ends}"]
-    first = scale_epoch(starts, epochs, reference)
-    if first >= epochs:
-        latest = max(s for s in range(reference + 1) if scale_epoch(s, epochs, reference) < epochs)
-        return [
-            f"key 'modulation_starts': {starts} of a {reference}-epoch schedule is epoch {first} of this "
-            f"{epochs}-epoch run, after its last (0-based {epochs - 1}): the method would never act; "
-            f"choose at most {latest}"
-        ]
-    return []
-
-
-def phase_problems(spec: MethodSpec, values: dict, epochs: int) -> list[str]:
-    """Why a method's phase lengths do not fit a run of `epochs` epochs: each phase parameter (Param.phase), scaled
-    from the method's `reference_epochs` (if it has one), must leave at least one epoch of the run to the others."""
-    problems = []
-    for name, param in spec.params.items():
-        if not param.phase or name not in values:
-            continue
-        reference = values.get("reference_epochs", epochs)
-        length = scale_epoch(values[name], epochs, reference)
-        if length >= epochs:
-            problems.append(
-                f"key '{name}': {values[name]} epochs of its {reference}-epoch schedule are {length} of this "
-                f"protocol's {epochs}, leaving none for the rest of the run; choose at most "
-                f"{max((v for v in range(values[name]) if scale_epoch(v, epochs, reference) < epochs), default=0)} "
-                f"(or a longer protocol)"
-            )
-    return problems
-
-
-PROBABILITY = Param("number", minimum=0, maximum=1)
-EPOCH = Param("integer", minimum=0)
-REFERENCE_EPOCHS = Param("integer", minimum=1)
 OGM_PARAMS = {
     "alpha": Param("number", minimum=0),
     "noise": Param("boolean"),
@@ -119,83 +37,18 @@ VALUATION_LOGS = {
     "resampled": "copies keeping this modality only",
 }
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    title: str  # how tables and figures name it
-    module: str  # the file that holds its code
-    cls: str
-    paper: str
-    fusions: str = "any"  # any: every fusion head; split: heads whose logits split per modality; none: no head
-    n_modalities: int | None = None  # 2: its formulas are defined for two modalities; None: any number >= 2
-    trains: bool = True  # False: it evaluates runs trained by others (the ensemble)
-    # the runs it reads, same dataset, protocol and seed: (method, fusion) patterns that `required_runs`
-    # resolves; "<modality>" in a method stands for each of the dataset's modalities, "<fusion>" for the cell's own
-    requires: tuple[tuple[str, str], ...] = ()
-    modality: str | None = None  # uni-modal baselines: the one modality they see
-    params: dict[str, Param] = field(default_factory=dict, compare=False)  # every key its YAML must set
-    logs: dict[str, str] = field(default_factory=dict, compare=False)  # history prefix (<prefix>_<modality>) -> what
-    # a head of its own (MLA's shared head, CRMT's orthogonal one): its runs' fusion is this name, in paths and
-    # tables, never a catalog head it does not use; its build_model makes the head
-    head: str = ""
-    # problems(method params, train section, modalities) -> what is wrong with this combination, each naming the
-    # key and its choices (a setting its dataset cannot use, a phase longer than the protocol); the plan refuses
-    # the cell with them (bml/plan.py: resolve_cell), before any job
-    problems: Callable[[dict, dict, list[str]], list[str]] | None = field(default=None, compare=False)
-
-
 UNIMODAL_SUFFIX = "_only"
 MODALITY, FUSION = "<modality>", "<fusion>"  # the placeholders of a `requires` pattern
 UNIMODAL_RUNS = ((f"{MODALITY}{UNIMODAL_SUFFIX}", NO_FUSION),)  # each modality's uni-modal baseline
+
+
+MLA_PROJECTIONS = ("replace", "add", "none")
 
 
 def _ogm(name: str, title: str, paper: str, **params: Param) -> MethodSpec:
     """One of the OGM family (bml/methods/ogm.py): its parameters, with `params` replacing some."""
     logs = {"coef": "modulation coefficient"}
     return MethodSpec(name, title, "bml.methods.ogm", "OGM", paper, "split", 2, params=OGM_PARAMS | params, logs=logs)
-
-
-# ---- helper B: the checks of MLA and Greedy (torch-free: the plan runs them) ----
-MLA_PROJECTIONS = ("replace", "add", "none")
-
-
-def _mla_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
-    found = []
-    if params.get("test_fusion") == "fixed" and len(modalities) != 2:
-        found.append(
-            f"key 'test_fusion': 'fixed' has weights for two modalities (fixed_weight, 1 - fixed_weight); this "
-            f"dataset has {len(modalities)} ({modalities}): choose one of ['entropy']"
-        )
-    if train.get("accumulate", 1) != 1:
-        found.append(
-            f"key 'train.accumulate': MLA takes one optimizer step per modality and batch; {train['accumulate']} "
-            f"would merge them: choose 1"
-        )
-    return found
-
-
-def _greedy_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
-    found = []
-    if params.get("warmup_epochs", 0) >= train.get("epochs", 1):
-        found.append(
-            f"key 'warmup_epochs': {params['warmup_epochs']} is not shorter than the protocol's "
-            f"{train['epochs']} epochs, so no re-balancing step would run: choose 0 to {train['epochs'] - 1}"
-        )
-    if train.get("encoder") == "small_cnn" and params.get("blocks", 1) > 5:
-        found.append(f"key 'blocks': small_cnn has 5 stages; {params['blocks']} is not one of 1 to 5")
-    if train.get("encoder") == "resnet18" and params.get("blocks", 1) > 4:
-        found.append(f"key 'blocks': resnet18 has 4 residual stages; {params['blocks']} is not one of 1 to 4")
-    return found
-
-
-def _bogc_problems(params: dict, train: dict, modalities: list[str]) -> list[str]:
-    if params.get("chunks", 0) > train.get("batch_size", 0):
-        return [
-            f"key 'chunks': {params['chunks']} is more than the protocol's train.batch_size; choose at most "
-            f"{train['batch_size']} (each chunk is a part of the batch)"
-        ]
-    return []
 
 
 METHODS = {
@@ -287,7 +140,7 @@ METHODS = {
                 "prior_weight": Param("number", above=0),
             },
             logs={"fusion_weight": "fused loss's gradient share"},
-            problems=_bogc_problems,
+            problems=bogc_problems,
         ),
         # ---- helper B: MLA and Greedy ----
         MethodSpec(
@@ -303,7 +156,7 @@ METHODS = {
             },
             logs={"proj_ratio": "head-gradient norm after / before the projection"},
             head="mla",
-            problems=_mla_problems,
+            problems=mla_problems,
         ),
         MethodSpec(
             "greedy",
@@ -326,7 +179,7 @@ METHODS = {
                 "util": "conditional utilisation rate (val)",
             },
             head="mmtm",
-            problems=_greedy_problems,
+            problems=greedy_problems,
         ),
         # helper D: sample-level modality valuation (Wei, Feng, Wang & Hu, CVPR 2024), both re-sampling variants
         MethodSpec(
@@ -424,23 +277,6 @@ PUBLISHED_TITLES = {
     "unimodal_1": "Uni-modal 1",
     "unimodal_2": "Uni-modal 2",
 }
-
-
-def schedule_problems(spec: MethodSpec, params: dict, epochs: int) -> list[str]:
-    """What is wrong with a method's schedule on a run of `epochs` epochs: a warm-up that, scaled to the run
-    (scale_epoch), covers every epoch leaves the method nothing to do, so the plan refuses it."""
-    if "warmup_epochs" not in spec.params or not isinstance(params.get("warmup_epochs"), int):
-        return []
-    warmup, reference = params["warmup_epochs"], params.get("reference_epochs", epochs)
-    if not isinstance(reference, int) or reference < 1 or warmup < 0 or epochs < 1:
-        return []  # the schema names those
-    scaled = scale_epoch(warmup, epochs, reference)
-    if scaled < epochs:
-        return []
-    return [
-        f"key 'warmup_epochs': {warmup} of {reference} reference epochs is {scaled} of this protocol's {epochs}, "
-        f"the whole run: {spec.title} would never act; lower warmup_epochs or raise train.epochs"
-    ]
 
 
 def method_spec(name: str) -> MethodSpec:

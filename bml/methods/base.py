@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods import MethodSpec, scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
+from bml.methods import MethodSpec
+from bml.methods.schedule import scale_epoch  # noqa: F401 (re-exported: the methods import it from here)
 from bml.models.model import ModelSpec, Output, build_model
 
 
@@ -353,6 +354,18 @@ def forward(model: nn.Module, batch: Batch) -> Output:
             )
         return model(batch.inputs, feature_masks=batch.masks)
     return model(batch.inputs)
+
+
+class WithUnimodalHeads(Method):
+    """A method that trains a linear head per encoder on that modality's features alone (MMPareto, MIMO,
+    BOGC-MML): its model gets the heads, and each modality's logits at test time (acc_<m>) are its head's."""
+
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        return build_model(replace(spec, unimodal_heads=True))
+
+    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
+        out = model(inputs)
+        return replace(out, unimodal={m: model.heads[m](out.features[m]) for m in model.modalities})
 
 
 def labels_of(out: Output, batch: Batch) -> torch.Tensor:

@@ -7,9 +7,9 @@ Joint training is `Method` itself (bml/methods/base.py): multimodal cross-entrop
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from bml.checkpoint import load_required
 from bml.methods.base import Method
 from bml.models.model import LateEnsemble, ModelSpec, build_model
 
@@ -32,13 +32,7 @@ class UnimodalEnsemble(Method):
     def build_model(self, spec: ModelSpec) -> nn.Module:
         members = []
         for name, folder in self.run.required.items():
-            path = folder / "best.pt"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: the ensemble needs the trained {name} run of seed {self.run.seed}; "
-                    f"train it first (it is in the same matrix block)"
-                )
-            saved = torch.load(path, map_location="cpu", weights_only=False)
+            saved = load_required(folder, name, "the ensemble", self.run.seed)
             modality = name.removesuffix("_only")
             member = build_model(
                 ModelSpec(

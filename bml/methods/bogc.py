@@ -42,14 +42,12 @@ uni-modal losses together, whose gradients reach disjoint encoders, per chunk). 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Batch, Method, StepContext
-from bml.models.model import ModelSpec, Output, build_model
+from bml.methods.base import Batch, StepContext, WithUnimodalHeads
+from bml.models.model import Output
 
 TINY = 1e-30  # added to variances (in float64): a zero variance gives a finite, very large evidence
 
@@ -83,17 +81,9 @@ def calibrated(means: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return means.shape[0] * (weights * means).sum(0)
 
 
-class BOGC(Method):
+class BOGC(WithUnimodalHeads):
     """BOGC-MML (bml's reading): each encoder's fused and uni-modal gradients merged per dimension by their
     Dempster-fused reliability. Any fusion head and any number of modalities (the uni-modal heads are its own)."""
-
-    def build_model(self, spec: ModelSpec) -> nn.Module:
-        return build_model(replace(spec, unimodal_heads=True))
-
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
-        """The fused logits, with each modality's logits from its own head (what acc_<m> reads)."""
-        out = model(inputs)
-        return replace(out, unimodal={m: model.heads[m](out.features[m]) for m in model.modalities})
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch.labels

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bml.catalog import NO_FUSION, encoder_key
+from bml.checkpoint import load_required
 from bml.methods import UNIMODAL_SUFFIX
 from bml.methods.base import Batch, Method, StepContext, labels_of
 from bml.models.model import ModelSpec, Output, UnimodalModel, build_model
@@ -80,15 +81,8 @@ class I2M2Model(nn.Module):
 
 
 def load_trained(folder: Path, model: nn.Module, who: str, seed: int) -> nn.Module:
-    """`model` with the weights of the best-on-validation checkpoint in `folder`; a clear error when missing."""
-    path = folder / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: I2M2 needs the trained {who} run of seed {seed}; train it first (the plan makes it a "
-            f"dependency of this cell: it must be in the same matrix block)"
-        )
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(saved["model"])
+    """`model` with the weights of the best-on-validation checkpoint in `folder`."""
+    model.load_state_dict(load_required(folder, who, "I2M2", seed)["model"])
     return model
 
 

@@ -30,14 +30,12 @@ head by L_mm. acc_<m> is read from those heads, as for MMPareto.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Batch, Method, StepContext
-from bml.models.model import ModelSpec, Output, build_model
+from bml.methods.base import Batch, StepContext, WithUnimodalHeads
+from bml.models.model import Output
 
 
 def smooth_max(losses: torch.Tensor, mu: float) -> torch.Tensor:
@@ -50,18 +48,10 @@ def worst_first_weights(losses: torch.Tensor, mu: float) -> torch.Tensor:
     return torch.softmax(losses.detach() / mu, dim=0)
 
 
-class MIMO(Method):
+class MIMO(WithUnimodalHeads):
     """MIMO (bml's reading): L_mm + gamma * smooth max of the uni-modal losses, by plain gradient steps.
 
     Any fusion head and any number of modalities (the uni-modal heads are its own)."""
-
-    def build_model(self, spec: ModelSpec) -> nn.Module:
-        return build_model(replace(spec, unimodal_heads=True))
-
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
-        """The fused logits, with each modality's logits from its own head (what acc_<m> reads)."""
-        out = model(inputs)
-        return replace(out, unimodal={m: model.heads[m](out.features[m]) for m in model.modalities})
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch.labels

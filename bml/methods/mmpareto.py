@@ -23,14 +23,12 @@ no direction to conflict with, so it gets the (0.5, 0.5) weights, and a zero com
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bml.methods.base import Batch, Method, StepContext
-from bml.models.model import ModelSpec, Output, build_model
+from bml.methods.base import Batch, StepContext, WithUnimodalHeads
+from bml.models.model import Output
 
 
 def pareto_weights(g_mm: torch.Tensor, g_uni: torch.Tensor) -> tuple[float, float]:
@@ -64,20 +62,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return torch.dot(a, b).item() / (na * nb) if na > 0 and nb > 0 else None
 
 
-class MMPareto(Method):
+class MMPareto(WithUnimodalHeads):
     """MMPareto (ICML 2024): multimodal and uni-modal losses, their encoder gradients merged without conflict.
 
     Works with every fusion head (the uni-modal heads are its own) and any number of modalities: the
     paper's rule is per encoder, between its multimodal and its own uni-modal gradient.
     """
-
-    def build_model(self, spec: ModelSpec) -> nn.Module:
-        return build_model(replace(spec, unimodal_heads=True))  # heads trained by L_m only
-
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Output:
-        """The fused logits, with each modality's logits from its own head (what acc_<m> reads)."""
-        out = model(inputs)
-        return replace(out, unimodal={m: model.heads[m](out.features[m]) for m in model.modalities})
 
     def loss(self, model: nn.Module, out: Output, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch.labels
