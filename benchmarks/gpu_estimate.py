@@ -335,7 +335,7 @@ def estimate_pair(dataset: str, protocol: str, args: argparse.Namespace, pipelin
             relearn_passes = len(relearn_epochs(p["every"], p["times"], p["reference_epochs"], tcfg["epochs"]))
 
     # the loader's augmentation per batch, spread over num_workers processes (assumed to have a core each); every
-    # run pays it, the uni-modal ones too (bml/train.py open_run loads every modality of the dataset)
+    # run pays it, the uni-modal ones too (bml/job.py open_run loads every modality of the dataset)
     loader_s = augment_s_per_clip(config) * full / max(tcfg["num_workers"], 1)
     gpu = args.gpu_tflops * 1e12
 

@@ -117,7 +117,7 @@ def main() -> None:
     tcfg, packed, modalities = config["train"], config["paths"]["packed_dir"], config["data"]["modalities"]
     if tcfg["optimizer"]["name"] != "sgd" or tcfg.get("frame_augment", "none") != "none":
         raise SystemExit(f"the bare loop is SGD without frame augmentation; protocol embedded has {tcfg}")
-    # the splits as bml.train.open_run opens them
+    # the splits as bml.job.open_run opens them
     splits = {
         "train": PackedSplit(packed, "train", modalities, tcfg["train_frames"], train=True, seed=args.seed),
         "val": PackedSplit(packed, "val", modalities, tcfg["eval_frames"], train=False, seed=args.seed),

@@ -16,6 +16,7 @@ import torch
 from conftest import cell_config
 from test_methods_resume import one_torch_thread, run_folder  # noqa: F401 (an autouse fixture)
 
+import bml.job
 import bml.train
 from bml.checkpoint import Checkpoint, DamagedFile, Parts, save_atomic
 from bml.methods.base import StepServices
@@ -144,14 +145,14 @@ def test_test_accuracy_is_recorded_every_epoch_and_never_selects(packed_avdigits
     test. test_by_epoch is in metrics.json, not in history.csv."""
     normal_config = cell_config(packed_avdigits, tmp_path / "normal", epochs=3)
     normal = train(normal_config)
-    original = bml.train.open_run
+    original = bml.job.open_run
 
     def permuted_test_labels(config, device):
         run = original(config, device)
         run.splits["test"].labels = np.random.default_rng(7).permutation(run.splits["test"].labels)
         return run
 
-    monkeypatch.setattr(bml.train, "open_run", permuted_test_labels)
+    monkeypatch.setattr(bml.job, "open_run", permuted_test_labels)
     permuted_config = cell_config(packed_avdigits, tmp_path / "permuted", epochs=3)
     permuted = train(permuted_config)
     assert normal["test_by_epoch"]["epoch"] == [1, 2, 3] and len(normal["test_by_epoch"]["acc"]) == 3

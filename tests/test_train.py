@@ -16,10 +16,11 @@ from conftest import REPO, bml_env, cell_config
 
 from bml.data.loader import PackedSplit, epoch_order, make_loader
 from bml.data.pack import PackedDataError
+from bml.job import open_run
 from bml.methods import METHODS, MethodSpec
 from bml.methods.base import Method
 from bml.results import WALL_TIMES
-from bml.train import TrainingError, open_run, train
+from bml.train import TrainingError, train
 
 MODALITIES = {"audio": "audio", "visual": "frames"}
 
