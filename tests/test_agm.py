@@ -41,6 +41,7 @@ def agm_params(**changes) -> dict:
         "modulation_starts": 1,
         "modulation_ends": 3,
         "reference_epochs": 5,
+        "zeroed_pass_gradients": True,
     }
     return params | changes
 
@@ -124,6 +125,23 @@ def test_the_hook_scales_the_gradient_into_each_shapley_output(monkeypatch):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), name
     log = method.epoch_log()
     assert (log["agm_coef_audio"], log["agm_coef_visual"]) == (0.5, 2.0)
+
+
+def test_without_gradients_through_the_zeroed_passes_only_the_fused_output_carries_them(monkeypatch):
+    """BalanceBenchmark's variant (AGM_trainer.py: the zeroed passes under torch.no_grad): with k_a != k_v the
+    gradient is (k_a + k_v) / 2 times the plain one, where the authors' variant sends some through the passes."""
+    model, batch = _model_and_batch()
+    plain = _grads(model, F.cross_entropy(model(batch.inputs).logits, batch.labels))
+    monkeypatch.setattr(agm_module, "agm_coefficients", lambda *a, **k: {"audio": 0.5, "visual": 2.0})
+    grads = {}
+    for through in (False, True):
+        method = AGM(method_spec("agm"), agm_params(zeroed_pass_gradients=through), unit_run(AV, n_classes=3))
+        ctx = StepContext(method.run, model, torch.optim.SGD(model.parameters(), lr=0.1), 1, 0, 1)
+        out = method.on_features(model, model(batch.inputs), batch, ctx)
+        grads[through] = _grads(model, F.cross_entropy(out.logits, batch.labels))
+    for (name, _), a, b in zip(model.named_parameters(), grads[False], plain, strict=True):
+        assert torch.allclose(a, 1.25 * b, atol=1e-5, rtol=1e-4), name
+    assert any(not torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads[False], grads[True], strict=True))
 
 
 def test_equal_coefficients_scale_every_gradient_and_outside_the_window_nothing(monkeypatch):

@@ -248,6 +248,7 @@ METHODS = {
                 "modulation_starts": EPOCH,
                 "modulation_ends": EPOCH,
                 "reference_epochs": REFERENCE_EPOCHS,
+                "zeroed_pass_gradients": Param("boolean"),
             },
             logs={"agm_coef": "AGM gradient coefficient"},
         ),

@@ -8,7 +8,11 @@ docs/methods.md), its CREMA-D script run/CREMAD_main.py and model model/CREMAD_n
   lines 57-72, and Modality_Audio / Modality_Visual, lines 7-17): with o the fused output, o_{-a} the output
   with the audio input zeroed and o_{-v} with the visual one zeroed, o_a = (o - o_{-a} + o_{-v}) / 2 and
   o_v = (o - o_{-v} + o_{-a}) / 2, so o_a + o_v = o. The zeroed passes run in eval mode (BatchNorm on its
-  running statistics) but with gradients; the loss is CE(o_a + o_v) (CREMAD_main.py line 69);
+  running statistics) but with gradients (`zeroed_pass_gradients: true`; BalanceBenchmark's AGM_trainer.py
+  runs them under no_grad: `false`, its protocol's setting); the loss is CE(o_a + o_v) (CREMAD_main.py line 69).
+  With gradients, k_a != k_v sends (k_v - k_a) / 2 of the fused gradient through each eval-mode pass, whose
+  outputs grow large while the running statistics lag: on the embedded protocol (lr 0.05) that run diverged
+  (params/methods/agm.yaml says what was measured);
 - scores (lines 130-143): s_m = batch mean of -log softmax(o_m)[y], a probability below 1e-8 counted as 1e-8;
 - ratios (lines 145-149): r_m = exp(s_other - s_m) from the batch, r*_m the same from the running scores
   (the cumulative mean of s_m over every step of the run so far, lines 154-155, updated after the
@@ -131,7 +135,8 @@ class AGM(Method):
         was_training = model.training
         model.eval()
         try:
-            return {m: model(zeroed(inputs, m)).logits for m in model.modalities}
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.params["zeroed_pass_gradients"]):
+                return {m: model(zeroed(inputs, m)).logits for m in model.modalities}
         finally:
             model.train(was_training)
 
