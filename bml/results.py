@@ -23,7 +23,8 @@ from bml.layout import Layout
 from bml.methods import method_title
 
 CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
-WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s")  # history columns that differ run to run
+# history columns that differ run to run: wall times, and the GPU's figures where one ran (bml/train.py gpu_figures)
+WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s", "gpu_peak_memory_gb", "gpu_utilisation_pct")
 
 
 def method_name(method: str) -> str:

@@ -242,7 +242,23 @@ def train_epoch(
     row["epoch_time_s"] = time.perf_counter() - epoch_started
     row["step_time_ms"] = 1e3 * train_time / max(len(loader), 1)
     row["epoch_end_time_s"] = epoch_end_time
+    row.update(gpu_figures(run.device))
     return row, collected
+
+
+def gpu_figures(device: torch.device) -> dict[str, float]:
+    """Where a GPU ran the epoch: its peak memory (torch's allocator, reset for the next epoch) and its utilisation
+    as NVML reports it at the epoch's end (its mean over NVML's last sample period; absent without nvidia-ml-py).
+    Empty on the CPU."""
+    if device.type != "cuda":
+        return {}
+    figures = {"gpu_peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9}
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        figures["gpu_utilisation_pct"] = float(torch.cuda.utilization(device))
+    except (ModuleNotFoundError, RuntimeError):  # no nvidia-ml-py, or NVML cannot read this device
+        pass
+    return figures
 
 
 def stop(job: Job, record: Checkpoint, what: str, epoch: int, step: int | None) -> TrainingError:

@@ -107,3 +107,21 @@ def test_a_bf16_run_resumes_bit_identical_and_stays_finite(packed_avdigits, tmp_
     assert all(np.isfinite(v) for v in whole["test"]["best"].values())
     fp32 = train(cell_config(packed_avdigits, tmp_path / "fp32", "audio_only", "none", epochs=2, sets=sets[1:]))
     assert fp32["test"] != whole["test"]  # bf16 did run: other numbers
+
+
+def test_the_gpu_figures_are_absent_on_the_cpu():
+    from bml.train import gpu_figures
+
+    assert gpu_figures(CPU) == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_gpu_figures_give_the_epochs_peak_memory_and_reset_it():
+    from bml.train import gpu_figures
+
+    device = torch.device("cuda")
+    big = torch.empty(256, 1024, 1024, device=device)  # 1 GiB
+    del big
+    first = gpu_figures(device)
+    assert first["gpu_peak_memory_gb"] >= 1.0
+    assert gpu_figures(device)["gpu_peak_memory_gb"] < 0.5  # the peak was reset after the first epoch
