@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from bml.config import read_yaml
     from bml.report import build_report
     from bml.scorecard import load_claims
-    from bml.tables import Settings
+    from bml.table_rows import Settings
 
     plan = _plan(args)
     r = plan.pipeline["report"]

@@ -11,7 +11,7 @@ from bml.catalog import NO_FUSION
 from bml.results import Run, by_seed, method_name
 from bml.selection import mean_std, run_record, trained_methods
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings
+from bml.table_rows import DATASET_NAMES, MISSING, Settings
 
 
 def step_time_ms(run: Run) -> float | None:

@@ -7,7 +7,7 @@ modality's encoder learned on its own (probe_accuracy: linear probes on frozen f
 modality's uni-modal model as its ceiling), how the model degrades when one modality is zeroed or replaced
 by noise (robustness), and each modality's Shapley share of the correct predictions (shapley_shares).
 
-Modalities are whatever the runs report (bml.tables.modalities_of), each with one colour in every figure:
+Modalities are whatever the runs report (bml.modalities.modalities_of), each with one colour in every figure:
 audio red, visual blue (as before the redesign), others from the rest of matplotlib's tab10 palette.
 Every figure aggregates seeds the same way: the mean, with a 95% t confidence interval of the mean
 (bml.stats.summarize "ci_t") as a band or error bars; with fewer than 2 seeds only the mean is drawn.
@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bml.cost import cost_rows  # noqa: E402
 from bml.methods import UNIMODAL_SUFFIX, logged_quantities  # noqa: E402
+from bml.modalities import modalities_of  # noqa: E402
 from bml.plotting import (  # noqa: E402
     cell_colors,
     cells_in_order,
@@ -49,7 +50,7 @@ from bml.plotting import (  # noqa: E402
     save,
 )
 from bml.results import Run, cell_label, method_name  # noqa: E402
-from bml.tables import Settings, modalities_of  # noqa: E402
+from bml.table_rows import Settings  # noqa: E402
 
 # The history-column prefixes (<prefix>_<modality>) the balancing methods log about what they did to each
 # modality's branch, and what each quantity is: each method's spec declares its own (bml/methods/__init__.py).

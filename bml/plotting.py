@@ -18,9 +18,10 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bml.modalities import modalities_of  # noqa: E402
 from bml.results import Run  # noqa: E402
 from bml.stats import summarize  # noqa: E402
-from bml.tables import method_order, modalities_of  # noqa: E402
+from bml.table_rows import method_order  # noqa: E402
 
 DPI = 150
 FIXED_COLORS = {"audio": "tab:red", "visual": "tab:blue"}  # the colours the two-modality figures always had

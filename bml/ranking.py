@@ -13,7 +13,7 @@ from scipy import stats as sps
 from bml.methods import PUBLISHED_TITLES
 from bml.results import Run, by_seed, method_name
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings, fusion_of
+from bml.table_rows import DATASET_NAMES, MISSING, Settings, fusion_of
 
 
 def kendall(published: Sequence[float], ours: Sequence[float]) -> tuple[float | None, float | None]:

@@ -31,11 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from bml.figures import FIGURES, all_figures, captions
+from bml.modalities import modalities_of
 from bml.results import HISTORY, METRICS, Run, by_seed, load_runs
 from bml.scorecard import Claims, scorecard_tables, verdict_summary
 from bml.selection import selection_summary
 from bml.table_format import Table, to_csv, to_latex, to_markdown
-from bml.tables import Settings, build_tables, comparison, modalities_of, stats_keys, table_runs
+from bml.table_rows import Settings, comparison, table_runs
+from bml.tables import build_tables, stats_keys
 
 TABLE_FORMATS = ("md", "tex", "csv")
 FIGURE_FORMATS = ("png", "pdf")

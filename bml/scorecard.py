@@ -43,7 +43,7 @@ from bml.results import Run, by_seed, method_name
 from bml.selection import selection_table
 from bml.stats import TEST_NAMES, holm, paired_test, power_to_see, seeds_needed
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings, fusion_of
+from bml.table_rows import DATASET_NAMES, MISSING, Settings, fusion_of
 
 VERDICTS = ("reproduced", "smaller", "not reproduced", "inconclusive", "not run")
 CLAIM_KEYS = {"statement", "source", "dataset", "protocol", "fusion", "method", "baseline", "metric"}

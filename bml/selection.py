@@ -16,7 +16,7 @@ from bml.catalog import NO_FUSION
 from bml.results import METRICS, Run, by_seed, cell_label
 from bml.stats import summarize
 from bml.table_format import Table
-from bml.tables import DATASET_NAMES, MISSING, Settings, method_order
+from bml.table_rows import DATASET_NAMES, MISSING, Settings, method_order
 
 
 def run_record(run: Run) -> dict:

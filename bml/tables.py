@@ -5,8 +5,8 @@ footnotes which test it used, the multiple-comparison correction (Holm, across t
 one dataset x protocol x fusion), the number of seeds, how the checkpoint was chosen, and every cell it
 could not fill: a missing or partial run shows "—" or its seed count and the build goes on.
 
-Modalities are whatever the runs report (metric keys probe_<m>, acc_zero_<m>, ...; see `modalities_of`), in
-the dataset's order; the uni-modal references are the <m>_only runs.
+Columns per modality come from bml/modalities.py, rows and their comparison with the baseline from
+bml/table_rows.py, which the scorecard's tables share.
 
 Markers: ↑ / ↓ a difference from the baseline (joint training with the same fusion head) that is
 significant after Holm's correction; the best mean accuracy of a column is bold.
@@ -15,85 +15,24 @@ Each table renders as Markdown, LaTeX (booktabs) and CSV (bml/table_format.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from bml.catalog import ENCODER_PART
-from bml.datasets import dataset_titles
-from bml.methods import UNIMODAL_SUFFIX, method_spec
+from bml.methods import UNIMODAL_SUFFIX
+from bml.modalities import modalities_of
 from bml.results import Run, by_seed, cell_label, method_name
-from bml.stats import TEST_NAMES, compare_to_baseline, summarize
+from bml.stats import TEST_NAMES, summarize
 from bml.table_format import Table
-
-# Metric and history-column prefixes that are followed by a modality's name (bml/evaluate.py, bml/train.py).
-# Longest first, so that acc_zero_audio is read as the modality "audio", not "zero_audio".
-MODALITY_PREFIXES = ("acc_zero_", "acc_noise_", "acc_fgm_", "acc_pgd_", "probe_", "shapley_", "val_probe_", "val_acc_")
-DATASET_NAMES = dataset_titles()  # params/datasets/<name>.yaml: title
-MISSING = "—"
-
-
-def run_modalities(run: Run) -> list[str]:
-    """The modalities one run reports, in the order its metrics.json and history.csv name them."""
-    keys = [k for part in run.test.values() if isinstance(part, dict) for k in part]
-    keys += [k for row in run.history for k in row]
-    names = []
-    for key in keys:
-        prefix = next((p for p in MODALITY_PREFIXES if key.startswith(p) and len(key) > len(p)), None)
-        if prefix is not None and ENCODER_PART not in key:  # probe_audio.unimodal: a further encoder of audio
-            names.append(key[len(prefix) :])
-    if run.method.endswith(UNIMODAL_SUFFIX) and len(run.method) > len(UNIMODAL_SUFFIX):
-        names.append(run.method[: -len(UNIMODAL_SUFFIX)])
-    return list(dict.fromkeys(names))
-
-
-def modalities_of(runs: list[Run]) -> list[str]:
-    """Every modality these runs report, in the dataset's order: the runs that see the most modalities are read
-    first (evaluate.py writes metrics in the dataset's modality order), so avdigits gives audio, visual."""
-    per_run = sorted((run_modalities(r) for r in runs), key=len, reverse=True)  # sorted() is stable
-    return list(dict.fromkeys(m for names in per_run for m in names))
-
-
-def is_unimodal(method: str) -> bool:
-    """A run without a fusion head: the <m>_only baselines and the ensemble of them."""
-    try:
-        return method_spec(method).fusions == "none"
-    except ValueError:  # a published row bml does not run
-        return False
-
-
-def fusion_of(method: str, fusion: str) -> str:
-    """The fusion `method`'s runs carry where a paper's table names `fusion`: none for the uni-modal ones, its own
-    head for a method that has one (MLA's `mla`, Greedy's `mmtm`), else `fusion`."""
-    if is_unimodal(method):
-        return "none"
-    try:
-        return method_spec(method).head or fusion
-    except ValueError:  # a published row bml does not run
-        return fusion
-
-
-def method_order(methods, modalities=()) -> list[str]:
-    """Uni-modal rows (<m>_only in modality order, then the others), the baseline, then the balancing methods
-    alphabetically."""
-    singles = [f"{m}{UNIMODAL_SUFFIX}" for m in modalities if f"{m}{UNIMODAL_SUFFIX}" in methods]
-    head = singles + sorted(m for m in methods if is_unimodal(m) and m not in singles)
-    head += [m for m in ("joint",) if m in methods]
-    return head + sorted(m for m in methods if m not in head)
-
-
-# ---- building ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Settings:
-    """How tables compare (params/params.yaml: report)."""
-
-    baseline: str = "joint"
-    test: str = "t"
-    alpha: float = 0.05
-    which: str = "best"  # best-on-validation checkpoint, or "last" epoch
-    seeds: tuple[int, ...] = ()  # the seeds every cell should have (the training matrix's); () = no expectation
+from bml.table_rows import (
+    DATASET_NAMES,
+    MISSING,
+    Settings,
+    comparison,
+    fusion_of,
+    is_unimodal,
+    method_order,
+    table_cells,
+    table_runs,
+)
 
 
 def _mean_std(values: dict[int, float]) -> str:
@@ -106,30 +45,6 @@ def _mean_std(values: dict[int, float]) -> str:
 def _groups(runs: list[Run]) -> list[tuple[str, str]]:
     """(protocol, fusion) pairs of the trained multimodal cells, sorted."""
     return sorted({(r.protocol, r.fusion) for r in runs if r.fusion != "none"})
-
-
-def table_runs(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[Run]:
-    """The runs one per-dataset table reads: the uni-modal runs (fusion none) and those of `fusion`."""
-    return [r for r in runs if r.dataset == dataset and r.protocol == protocol and r.fusion in ("none", fusion)]
-
-
-def _cells(runs: list[Run], dataset: str, protocol: str, fusion: str) -> list[tuple[str, str]]:
-    """(method, fusion) rows for one table, in display order."""
-    mine = table_runs(runs, dataset, protocol, fusion)
-    found = {(r.method, r.fusion) for r in mine}
-    order = method_order({m for m, _ in found}, modalities_of(mine))
-    return [(m, f) for m in order for f in ("none", fusion) if (m, f) in found]
-
-
-def comparison(
-    runs: list[Run], dataset: str, protocol: str, fusion: str, key: str, settings: Settings
-) -> dict[str, dict]:
-    """compare_to_baseline over the balancing methods of one dataset x protocol x fusion."""
-    methods = [m for m, f in _cells(runs, dataset, protocol, fusion) if f == fusion]
-    values = {m: by_seed(runs, (dataset, protocol, fusion, m), key, settings.which) for m in methods}
-    if settings.baseline not in values:
-        return {}
-    return compare_to_baseline(values, settings.baseline, settings.test, settings.alpha)
 
 
 def _marker(entry: dict | None) -> str:
@@ -240,7 +155,7 @@ def imbalance_table(runs: list[Run], dataset: str, protocol: str, fusion: str, s
     )
     comps = {f"probe_{m}": comparison(runs, dataset, protocol, fusion, f"probe_{m}", settings) for m in modalities}
     seeds_seen, warnings = set(), set()
-    for method, f in _cells(runs, dataset, protocol, fusion):
+    for method, f in table_cells(runs, dataset, protocol, fusion):
         row = [cell_label(method, f)]
         for key, _ in keys:
             values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
@@ -282,7 +197,7 @@ def robustness_table(runs: list[Run], dataset: str, protocol: str, fusion: str, 
         [],
     )
     seeds_seen = set()
-    for method, f in _cells(runs, dataset, protocol, fusion):
+    for method, f in table_cells(runs, dataset, protocol, fusion):
         row = [cell_label(method, f)]
         for key, _ in keys:
             values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)
@@ -311,7 +226,7 @@ def stats_table(runs: list[Run], dataset: str, protocol: str, fusion: str, key: 
     )
     comp = comparison(runs, dataset, protocol, fusion, key, settings)
     warnings = set()
-    for method, f in _cells(runs, dataset, protocol, fusion):
+    for method, f in table_cells(runs, dataset, protocol, fusion):
         if f == "none":
             continue
         values = by_seed(runs, (dataset, protocol, f, method), key, settings.which)

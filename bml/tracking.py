@@ -1,5 +1,6 @@
 """Experiment tracking: MLflow with a sqlite store, so `mlflow ui --backend-store-uri sqlite:///mlflow.db`
-shows every run's parameters, per-epoch metrics and artifacts without a server running during training.
+shows every run's parameters, per-epoch metrics (curves), final test numbers (tags: a table, see
+`Tracker.log_summary`) and artifacts without a server running during training.
 
 The tables never read MLflow: each run also writes results/.../metrics.json (bml/train.py).
 Several training jobs may start at once (Snakemake); creating the database and the experiment happens
@@ -17,11 +18,15 @@ import fcntl
 import logging
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from bml.config import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 LOCK_WAIT_S = 1.0  # how long the store check waits for another process's lock, each of two tries
@@ -38,6 +43,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def numbers(tree: dict[str, Any]) -> dict[str, float]:
+    """The numeric leaves of `tree`, flattened, as floats (a flag or a list is not a metric)."""
+    return {k: float(v) for k, v in flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -58,18 +68,41 @@ def _lock(path: Path):
 SYSTEM_METRICS_EVERY_S = 5
 
 
-def source_tags(tags: dict[str, str]) -> dict[str, str]:
-    """MLflow's own tags for where a run came from, which fill the UI's Source, Version and User columns."""
+def remote_url(root: Path) -> str | None:
+    """The URL of the git remote of `root` (origin, else the first one), with any user and password taken out
+    (an https remote may carry a token); None outside git or without a remote."""
+    try:
+        names = subprocess.run(["git", "remote"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+        if not names:
+            return None
+        name = "origin" if "origin" in names else names[0]
+        url = subprocess.run(
+            ["git", "remote", "get-url", name], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:  # scheme://user:secret@host/path -> scheme://host/path
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return url or None
+
+
+def source_tags(tags: dict[str, str], root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """MLflow's own tags for where a run came from, which fill the UI's Source, Version and User columns. The
+    commit keeps code_version()'s -dirty: a run from a modified working tree is not that commit's code. The
+    repository URL is the git remote's, left out where there is none."""
     import getpass
 
-    commit = tags.get("git_commit", "unknown")
-    return {
+    found = {
         "mlflow.source.name": "bml train",
         "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID") else "LOCAL",
-        "mlflow.source.git.commit": commit.removesuffix("-dirty"),
-        "mlflow.source.git.repoURL": "bml",
+        "mlflow.source.git.commit": tags.get("git_commit", "unknown"),
         "mlflow.user": getpass.getuser(),
     }
+    url = remote_url(root)
+    if url:
+        found["mlflow.source.git.repoURL"] = url
+    return found
 
 
 class Tracker:
@@ -128,18 +161,25 @@ class Tracker:
             self.client.log_batch(self.run_id, params=new[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
+        """One point of each per-epoch series (a curve in the UI)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [
-            Metric(k, float(v), now, step)
-            for k, v in flatten(metrics).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
+        batch = [Metric(k, v, now, step) for k, v in numbers(metrics).items()]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        """The run's final numbers (its test metrics) as tags, one table on the run's Overview tab and columns
+        of the runs table: MLflow's run page draws a chart for every metric outside system/, a value logged
+        once included (one bar), so final values logged as metrics bury the curves under single-bar charts.
+        A tag is a string (searches compare it as text); the value is the float's exact repr, as in
+        metrics.json, which with bml's report is where runs are compared by number."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, repr(v)) for k, v in numbers(values).items()]
+        for i in range(0, len(batch), 100):  # MLflow's batch limit for tags
+            self.client.log_batch(self.run_id, tags=batch[i : i + 100])
 
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
@@ -167,6 +207,7 @@ class NoTracker:
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_summary(self, values: dict[str, Any]) -> None: ...
     def log_artifact(self, path: str | Path) -> None: ...
     def log_run_files(self, run_dir: Path) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
@@ -232,6 +273,9 @@ class GuardedTracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.call("logging metrics", self.tracker.log_metrics, metrics, step)
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        self.call("logging the summary", self.tracker.log_summary, values)
 
     def log_run_files(self, run_dir: Path) -> None:
         self.call("logging the run's files", self.tracker.log_run_files, run_dir)

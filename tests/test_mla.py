@@ -131,7 +131,7 @@ def test_three_modalities_refuse_fixed_weights_and_train_with_entropy_ones(avdig
 
 
 def test_the_published_tables_find_mla_and_greedy_runs_under_their_own_heads():
-    from bml.tables import fusion_of
+    from bml.table_rows import fusion_of
 
     # BalanceBenchmark's table is "fusion concat"; bml's MLA and Greedy runs carry their heads' names
     assert fusion_of("mla", "concat") == "mla" and fusion_of("greedy", "concat") == "mmtm"

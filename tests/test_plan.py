@@ -565,7 +565,7 @@ def test_one_name_for_each_split_and_each_dataset_title():
     from bml.data import avdigits, manifest
     from bml.datasets import dataset_titles
     from bml.layout import SPLITS
-    from bml.tables import DATASET_NAMES
+    from bml.table_rows import DATASET_NAMES
 
     assert manifest.SPLITS is SPLITS and avdigits.SPLITS is SPLITS
     assert DATASET_NAMES == dataset_titles() and DATASET_NAMES["kinetics_sounds"] == "Kinetics-Sounds"

@@ -31,7 +31,8 @@ from bml.scorecard import (
 from bml.selection import selection_rows, selection_table
 from bml.stats import power_to_see, seeds_needed
 from bml.table_format import to_markdown
-from bml.tables import Settings, build_tables
+from bml.table_rows import Settings
+from bml.tables import build_tables
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_EFFECT = 5.0

@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from bml.cli import main as bml_main
+from bml.modalities import modalities_of
 from bml.report import build_report, output_names
 from bml.results import load_runs
 from bml.table_format import to_csv, to_latex, to_markdown
-from bml.tables import Settings, build_tables, imbalance_table, main_table, modalities_of, robustness_table
+from bml.table_rows import Settings
+from bml.tables import build_tables, imbalance_table, main_table, robustness_table
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

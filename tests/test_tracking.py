@@ -81,3 +81,58 @@ def test_a_failing_tracking_call_is_retried_once_then_tracking_goes_off_with_one
         "the run goes on without tracking"
     ]
     assert isinstance(guard.tracker, NoTracker)
+
+
+def _git(root, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_the_source_tags_keep_dirty_and_name_the_real_remote_without_its_credentials(tmp_path):
+    from bml.tracking import source_tags
+
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    tags = source_tags({"git_commit": "abc123-dirty"}, root=outside)
+    assert tags["mlflow.source.git.commit"] == "abc123-dirty"  # a modified working tree says so
+    assert "mlflow.source.git.repoURL" not in tags  # no git, no URL: nothing made up
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    assert "mlflow.source.git.repoURL" not in source_tags({}, root=repo)  # a repository without a remote
+    _git(repo, "remote", "add", "upstream", "https://someone:s3cret@example.org/lab/bml.git")
+    assert source_tags({}, root=repo)["mlflow.source.git.repoURL"] == "https://example.org/lab/bml.git"
+    _git(repo, "remote", "add", "origin", "git@example.org:lab/bml.git")
+    assert source_tags({}, root=repo)["mlflow.source.git.repoURL"] == "git@example.org:lab/bml.git"
+
+
+def test_final_numbers_are_tags_and_only_the_epochs_are_metric_series(tmp_path, monkeypatch):
+    """The run page charts every metric, one logged once included: the final test numbers are tags instead."""
+    from mlflow.tracking import MlflowClient
+
+    from bml.tracking import open_tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = {"dataset": "d", "protocol": "p", "method": "m", "fusion": "f", "seed": 0}
+    tracker = open_tracker({"uri": uri, "artifacts": str(tmp_path / "art")}, run, {"git_commit": "abc-dirty"})
+    for epoch in (1, 2, 3):
+        tracker.log_metrics({"val_acc": 10.0 * epoch, "train_loss": 1.0 / epoch}, epoch)
+    final = {"acc": 81.25, "probe_audio.unimodal": 1 / 3, "n": 7, "at_chance": False, "per_class": [1.0]}
+    tracker.log_summary({"test": {"best": final, "last": {**final, "acc": 80.0}}})
+    tracker.end()
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_run(tracker.run_id)
+    assert {k for k in found.data.metrics if not k.startswith("system/")} == {"val_acc", "train_loss"}
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "val_acc")] == [1, 2, 3]
+    summary = {k: v for k, v in found.data.tags.items() if k.startswith("test.")}
+    assert summary == {
+        "test.best.acc": "81.25",
+        "test.best.probe_audio.unimodal": repr(1 / 3),  # the exact float, as metrics.json has it
+        "test.best.n": "7.0",
+        "test.last.acc": "80.0",
+        "test.last.probe_audio.unimodal": repr(1 / 3),
+        "test.last.n": "7.0",
+    }
+    assert found.data.tags["mlflow.source.git.commit"] == "abc-dirty"
