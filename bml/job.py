@@ -120,7 +120,7 @@ class Job:
             )
 
     def write_result(self, record: Checkpoint, tracker, final: dict) -> dict[str, Any]:
-        """metrics.json (with its flags), after the history; the test numbers to MLflow."""
+        """metrics.json (with its flags), after the history; the test numbers to MLflow as its summary."""
         write_history(self.out_dir, record.history)
         flags = at_chance_flags(final["last"]["val_acc"], self.run.n_classes)
         self.phases.seconds["total"] = time.perf_counter() - self.started
@@ -138,7 +138,7 @@ class Job:
             runtime=provenance(),
         )
         with self.phases("tracking"):
-            tracker.log_metrics({"test": final}, step=record.epoch)
+            tracker.log_summary({"test": final})
         return result
 
 
