@@ -19,8 +19,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # grad_clip: the gradients' total L2 norm clipped to it before each optimizer step. accumulate: batches per step.
 STEP_DEFAULTS = {"precision": "fp32", "grad_clip": None, "accumulate": 1}
 # the weights' initialisation (bml/models/init.py): default, PyTorch's (and torchvision's ResNet's own);
-# ogm_ge, the OGM-GE and TPAMI 2024 authors' weight_init
-INITS = ("default", "ogm_ge")
+# ogm_ge, the OGM-GE and TPAMI 2024 authors' weight_init; gewu_backbone, the GeWu-Lab ResNet-18's own
+INITS = ("default", "ogm_ge", "gewu_backbone")
 UNHASHED_DEFAULTS = {"init": "default"}
 
 

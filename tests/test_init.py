@@ -17,8 +17,11 @@ from bml.models.init import initialise
 from bml.models.model import ModelSpec, build_model
 
 AV = {"audio": "audio", "visual": "frames"}
-# the protocols whose authors' code applies weight_init: OGM-GE main.py line 239, BML_TPAMI2024 main.py line 263
-OGM_GE_INIT = {"ogm_cvpr22", "tpami24_cremad", "tpami24_ks"}
+# the protocols whose authors' code applies weight_init: OGM-GE main.py line 239, BML_TPAMI2024 main.py line 263;
+# those whose code keeps its ResNet-18's own init (models/backbone.py); embedded: bml's own, PyTorch's
+INIT_OF = {"ogm_cvpr22": "ogm_ge", "tpami24_cremad": "ogm_ge", "tpami24_ks": "ogm_ge", "embedded": "default"}
+INIT_OF |= dict.fromkeys(("mmpareto_icml24", "relearning_eccv24", "valuation_cvpr24", "crmt_iclr24"), "gewu_backbone")
+INIT_OF |= {"balancebench": "gewu_backbone"}
 
 
 def resnet_model(init: str, seed: int = 0) -> torch.nn.Module:
@@ -61,6 +64,20 @@ def test_the_audio_encoders_replaced_first_convolution_changes_only_under_ogm_ge
     assert torch.count_nonzero(head.bias).item() == head.out_features  # PyTorch's uniform bias, not zero
 
 
+def test_gewu_backbone_init_by_layer_type():
+    model, built = resnet_model("gewu_backbone"), resnet_model("default")
+    for name, conv in layers(model, torch.nn.Conv2d):  # kaiming normal, fan-out, the audio's first one too
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1), name
+    gammas = torch.cat([bn.weight.detach() for _, bn in layers(model, torch.nn.BatchNorm2d)])
+    assert gammas.mean().item() == pytest.approx(1.0, abs=0.005)
+    assert gammas.std().item() == pytest.approx(0.02, rel=0.1)
+    assert all(torch.all(bn.bias == 0.0) for _, bn in layers(model, torch.nn.BatchNorm2d))
+    # Linear layers keep PyTorch's init: the same draw as the default model's, built from the same seed
+    (_, head), (_, head_built) = layers(model, torch.nn.Linear)[0], layers(built, torch.nn.Linear)[0]
+    assert torch.equal(head.weight, head_built.weight) and torch.equal(head.bias, head_built.bias)
+
+
 def test_default_leaves_the_model_as_built_and_draws_no_random_numbers():
     torch.manual_seed(0)
     built = build_model(ModelSpec("small_cnn", "concat", 10, AV))
@@ -77,7 +94,7 @@ def test_default_leaves_the_model_as_built_and_draws_no_random_numbers():
 def test_the_protocols_whose_authors_apply_weight_init_name_it(protocol):
     dataset = next(iter(read_yaml(PARAMS / "protocols" / f"{protocol}.yaml")["datasets"]))
     config = cell(protocol, dataset, "joint")
-    assert config["train"]["init"] == ("ogm_ge" if protocol in OGM_GE_INIT else "default")
+    assert config["train"]["init"] == INIT_OF[protocol]
 
 
 def test_the_hash_keeps_old_cells_at_the_default_and_changes_with_ogm_ge():
@@ -87,7 +104,7 @@ def test_the_hash_keeps_old_cells_at_the_default_and_changes_with_ogm_ge():
     assert cell("embedded", "avdigits", "joint", sets=("train.init=ogm_ge",))["hash"] != base["hash"]
     named = cell("ogm_cvpr22", "cremad", "joint")
     assert cell("ogm_cvpr22", "cremad", "joint", sets=("train.init=default",))["hash"] != named["hash"]
-    with pytest.raises(ConfigError, match=r"key 'init': 'he' is not one of \['default', 'ogm_ge'\]"):
+    with pytest.raises(ConfigError, match=r"key 'init': 'he' is not one of \['default', 'ogm_ge', 'gewu_backbone'\]"):
         cell("embedded", "avdigits", "joint", sets=("train.init=he",))
 
 
