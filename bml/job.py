@@ -17,6 +17,7 @@ from bml.data.loader import CROP_SCALE, PackedSplit, prepare_inputs
 from bml.evaluate import collect, evaluate_model
 from bml.methods import load_method, method_spec
 from bml.methods.base import Method, RunContext
+from bml.models.init import initialise
 from bml.models.model import ModelSpec
 from bml.plan import digest, hashed_config
 from bml.results import code_version, write_history, write_metrics
@@ -161,7 +162,10 @@ def start_job(config: dict, device: str | None) -> Job:
     spec = method_spec(config["run"]["method"])
     method: Method = load_method(spec.name)(spec, config["method"], run)
     seen = {spec.modality: run.modalities[spec.modality]} if spec.modality else dict(run.modalities)
-    model = method.build_model(ModelSpec(settings.encoder, config["run"]["fusion"], run.n_classes, seen)).to(dev)
+    model = method.build_model(ModelSpec(settings.encoder, config["run"]["fusion"], run.n_classes, seen))
+    if not spec.requires:  # built from scratch, as the authors apply their init; a model of trained runs keeps theirs
+        initialise(model, settings.init)
+    model = model.to(dev)
     dhash = data_hash(run.splits)
     tags = {**{k: str(v) for k, v in config["run"].items()}, "git_commit": code_version(), "data_hash": dhash}
     tags["config_hash"] = config["hash"]

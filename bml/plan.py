@@ -44,7 +44,7 @@ from bml.kinds import KINDS
 from bml.layout import Layout
 from bml.methods import allowed_fusions, every_run, method_spec, params_schema, required_runs
 from bml.methods.checks import phase_problems, schedule_problems, window_problems
-from bml.settings import STEP_DEFAULTS
+from bml.settings import INITS, STEP_DEFAULTS, UNHASHED_DEFAULTS
 from bml.stage_code import file_hashes, stage_code
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -121,6 +121,9 @@ def hashed_config(config: dict) -> dict:
     kept = {k: copy.deepcopy(config[k]) for k in ("run", "data", "train", "method", "eval")}
     for key in NOT_HASHED["train"]:
         kept["train"].pop(key, None)
+    for key, default in UNHASHED_DEFAULTS.items():  # at their default, as before the setting existed
+        if kept["train"].get(key) == default:
+            kept["train"].pop(key)
     for key in NOT_HASHED["source"]:
         kept["data"]["source"].pop(key, None)
     return kept
@@ -225,7 +228,7 @@ def resolve_cell(
             "source": {k: v for k, v in dataset.source.items()},
             "settings": copy.deepcopy(dataset.recipes[on_dataset["recipe"]]),
         },
-        "train": merge(merge(STEP_DEFAULTS, proto["train"]), on_dataset.get("train", {})),
+        "train": merge(merge(STEP_DEFAULTS | UNHASHED_DEFAULTS, proto["train"]), on_dataset.get("train", {})),
         "method": method_params,
         "eval": copy.deepcopy(pipeline["evaluation"]),
         "paths": {
@@ -308,6 +311,8 @@ def _train_problems(train: dict) -> list[str]:
     problems = schema_problems(schema["properties"]["train"] | {"$defs": schema.get("$defs", {})}, train)
     if train.get("encoder") not in ENCODERS:
         problems.append(f"key 'encoder': {train.get('encoder')!r} is not one of {list(ENCODERS)}")
+    if train.get("init", UNHASHED_DEFAULTS["init"]) not in INITS:
+        problems.append(f"key 'init': {train['init']!r} is not one of {list(INITS)}")
     if train.get("scheduler", {}).get("name") == "step" and not {"step_size", "gamma"} <= set(train["scheduler"]):
         problems.append("key 'scheduler': a step scheduler needs step_size and gamma")
     return problems

@@ -85,7 +85,7 @@ def train(config: dict, device: str | None = None, restart: bool = False, replac
             row, collected = train_epoch(job, parts, epoch, record, current)
             record.history.append(row)
             record.epoch = epoch + 1
-            save_checkpoint(job, parts, record, row)
+            save_checkpoint(job, parts, record)
             with job.phases("tracking"):
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
             log.info(
@@ -186,8 +186,8 @@ def resume(job: Job, parts: Parts, phases: list[Phase], restart: bool, replace_s
 def train_epoch(
     job: Job, parts: Parts, epoch: int, record: Checkpoint, phase: Phase | None = None
 ) -> tuple[dict[str, float], dict[str, dict]]:
-    """One epoch's steps, end-of-epoch hooks and validation (test recorded aside): its history row, and what
-    validation collected from the model."""
+    """One epoch's steps, end-of-epoch hook, validation (test recorded aside, best.pt kept) and after-validation
+    hook: its history row, and what validation collected from the model."""
     run, method, model, ts, phases = job.run, job.method, job.model, job.settings, job.phases
     epoch_started = time.perf_counter()
     model.train()
@@ -229,6 +229,12 @@ def train_epoch(
         collected["test"] = record_test(job, model, epoch, record)
     except NonFiniteError as err:
         raise stop(job, record, str(err), epoch, None) from None
+    keep_best(job, record, epoch, val["val_acc"])  # the weights just validated, before the method changes them
+    if epoch + 1 < ts.epochs:  # never after the last epoch: the final evaluation reuses what validation collected
+        hook_started = time.perf_counter()
+        with phases("method_epoch_end"):
+            method.after_validation(EpochContext(run, model, epoch, phase))
+        epoch_end_time += time.perf_counter() - hook_started
     row = {
         "epoch": epoch + 1,
         "train_loss": sum(sums.values()) / max(seen_n, 1),
@@ -281,13 +287,18 @@ def _nonfinite_state(model: torch.nn.Module) -> list[str]:
     return [name for name, t in tensors if not torch.isfinite(t).all()]
 
 
-def save_checkpoint(job: Job, parts: Parts, record: Checkpoint, row: dict[str, float]) -> None:
-    """best.pt when validation accuracy improved (its weights also kept in the record), then checkpoint.pt."""
-    with job.phases("checkpoints"):
-        if record.best is None or row["val_acc"] > record.best["val_acc"]:
-            record.best = {"epoch": row["epoch"], "val_acc": row["val_acc"]}
+def keep_best(job: Job, record: Checkpoint, epoch: int, val_acc: float) -> None:
+    """best.pt when validation accuracy improved after 0-based `epoch` (its weights also kept in the record)."""
+    if record.best is None or val_acc > record.best["val_acc"]:
+        with job.phases("checkpoints"):
+            record.best = {"epoch": epoch + 1, "val_acc": val_acc}
             record.best_model = {k: v.detach().to("cpu", copy=True) for k, v in job.model.state_dict().items()}
             save_best(job, record)
+
+
+def save_checkpoint(job: Job, parts: Parts, record: Checkpoint) -> None:
+    """checkpoint.pt: the model as the next epoch trains it (after the method's after_validation)."""
+    with job.phases("checkpoints"):
         record.save(job.out_dir / CHECKPOINT, parts)
 
 

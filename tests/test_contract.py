@@ -38,7 +38,7 @@ from bml.evaluate import classification_metrics
 from bml.methods import METHODS, MethodSpec
 from bml.methods.base import Batch, EpochContext, Method, Samples, StepContext
 from bml.models.model import ModelSpec, Output, build_model
-from bml.results import CHECKPOINT
+from bml.results import BEST, CHECKPOINT
 from bml.train import train
 
 
@@ -283,6 +283,60 @@ def test_a_method_adds_heads_with_their_own_learning_rate(packed_avdigits, tmp_p
         assert row["lr_heads"] == pytest.approx(0.1 * row["lr"])
         assert {"loss_ce", "loss_head_audio", "loss_head_visual"} <= set(row)
     assert finite(result["test"]["best"])
+
+
+# ---- (e) a method that changes the model after validation ------------------------------------------
+
+
+class ZeroHeadAfterValidation(Method):
+    """Re-learning-like (ECCV 2024: validate, then reset): after each epoch's validation, the fused head is set
+    to predict class 0 for everything. The epoch's numbers must come from the model before, the next epoch must
+    train the model after."""
+
+    calls: list[dict] = []  # one per after_validation: the epoch, metrics before and after, the weights before
+    starts: list[tuple[int, float]] = []  # (epoch, |W| of the head) as each epoch starts
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        self.starts.append((ctx.epoch, ctx.model.fusion.fc.weight.abs().sum().item()))
+
+    def after_validation(self, ctx: EpochContext) -> None:
+        metrics = {s: self._metrics(ctx, s) for s in ("val", "test")}
+        before = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+        with torch.no_grad():
+            ctx.model.fusion.fc.weight.zero_()
+            ctx.model.fusion.fc.bias.zero_()
+            ctx.model.fusion.fc.bias[0] = 1.0
+        after = self._metrics(ctx, "val")
+        self.calls.append({"epoch": ctx.epoch, "before": metrics, "val_after": after, "weights": before})
+        ctx.model.train()
+
+    @staticmethod
+    def _metrics(ctx: EpochContext, split: str) -> dict[str, float]:
+        found = ctx.run.collect(ctx.model, split)
+        return classification_metrics(found["logits"], found["label"])
+
+
+def test_a_change_after_validation_is_trained_next_and_never_validated(packed_avdigits, tmp_path, monkeypatch):
+    monkeypatch.setattr(ZeroHeadAfterValidation, "calls", [])
+    monkeypatch.setattr(ZeroHeadAfterValidation, "starts", [])
+    name = register(monkeypatch, ZeroHeadAfterValidation)
+    config = cell_config(packed_avdigits, tmp_path, name, "concat", epochs=3)
+    result = train(config)
+    calls, rows = ZeroHeadAfterValidation.calls, history(config)
+    assert [c["epoch"] for c in calls] == [0, 1]  # never after the last epoch
+    for c in calls:  # the epoch's validation and test record saw the model before the change
+        assert c["val_after"]["map"] != pytest.approx(c["before"]["val"]["map"])  # the change shows in the scores
+        for k in ("acc", "map"):
+            assert rows[c["epoch"]][f"val_{k}"] == pytest.approx(c["before"]["val"][k])
+        assert result["test_by_epoch"]["acc"][c["epoch"]] == pytest.approx(c["before"]["test"]["acc"])
+    starts = dict(ZeroHeadAfterValidation.starts)
+    assert starts[0] > 0 and starts[1] == 0.0 and starts[2] == 0.0  # the next epoch trains the changed model
+    best = torch.load(run_folder(config) / BEST, weights_only=False)
+    if best["epoch"] <= 2:  # best.pt holds the weights validated, not the changed ones
+        weights = calls[best["epoch"] - 1]["weights"]
+    else:
+        weights = torch.load(run_folder(config) / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.equal(best["model"][k].cpu(), v.cpu()) for k, v in weights.items())
 
 
 # ---- three modalities -------------------------------------------------------------------------------

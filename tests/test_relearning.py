@@ -11,6 +11,7 @@ from conftest import cell_config
 from test_methods_resume import history, one_torch_thread, unit_run  # noqa: F401 (an autouse fixture)
 
 from bml.methods import method_spec
+from bml.methods.base import EpochContext
 from bml.methods.relearning import Relearning, blend_towards, cluster_purity, relearn_epochs, relearn_weight
 from bml.models.model import ModelSpec
 from bml.train import train
@@ -67,7 +68,10 @@ def test_blend_moves_parameters_towards_the_initial_state_and_leaves_buffers():
     model = method.build_model(ModelSpec("small_cnn", "concat", 3, AV))
     assert method.schedule == [20, 40, 60]  # from the run's 90 epochs
     enc = model.encoders["audio"]
-    for name, p in enc.named_parameters():  # the state kept is the model's own initial one
+    with torch.no_grad():  # what the loop's train.init does between build_model and the first epoch
+        next(enc.parameters()).mul_(2.0)
+    method.on_epoch_start(EpochContext(method.run, model, 0))
+    for name, p in enc.named_parameters():  # the state kept is the one training starts from
         assert torch.equal(method.initial["audio"][name], p.detach()), name
     trained = {}
     with torch.no_grad():

@@ -6,11 +6,13 @@ The loop owns the data, devices, checkpoints, evaluation and tracking. A method 
   `param_groups(model, phase)` (per-part learning rates; what a phase trains), `grad_clip(configured)` (a
   clip of its own); nothing else touches the model's structure;
 - the epoch: `on_epoch_start(ctx)` and `on_epoch_end(ctx)` with the run's data (prototypes, diagnoses,
-  valuations), and `epoch_samples(ctx)`: the epoch's training samples (repeats allowed) and per-sample
-  modality masks, drawn from the run's seeded generators so a resumed run draws the same. A mask acts at
-  the level the method's paper masks (`Samples.mask_level`): "input" (the default) zeroes the masked input
-  before the encoder; "feature" leaves the encoder its real input and zeroes its pooled feature before the
-  fusion head (sample-level valuation), so BatchNorm in train mode never sees all-zero images;
+  valuations), `after_validation(ctx)` once the epoch's model is validated (Re-learning's reset, which its
+  authors' code makes after validating), and `epoch_samples(ctx)`: the epoch's training samples (repeats
+  allowed) and per-sample modality masks, drawn from the run's seeded generators so a resumed run draws the
+  same. A mask acts at the level the method's paper masks (`Samples.mask_level`): "input" (the default)
+  zeroes the masked input before the encoder; "feature" leaves the encoder its real input and zeroes its
+  pooled feature before the fusion head (sample-level valuation), so BatchNorm in train mode never sees
+  all-zero images;
 - the step: `training_step(ctx, batch)` owns the whole step (several optimizer steps per batch); the
   default runs the hooks below, in this order, with one optimizer step:
 
@@ -113,7 +115,7 @@ class RunContext:
 class EpochContext:
     run: RunContext
     model: nn.Module
-    epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end)
+    epoch: int  # 0-based: the epoch about to start (on_epoch_start) or just trained (on_epoch_end, after_validation)
     phase: Phase | None = None  # the phase the epoch belongs to (Method.phases)
 
 
@@ -283,7 +285,12 @@ class Method:
         return None
 
     def on_epoch_end(self, ctx: EpochContext) -> None:
-        """After the epoch's training steps, before validation (Re-learning's diagnosis)."""
+        """After the epoch's training steps, before validation (Greedy's utilisation rate)."""
+
+    def after_validation(self, ctx: EpochContext) -> None:
+        """After the epoch's validation, its test record and best.pt, before checkpoint.pt: a change to the model
+        here is what the next epoch trains, never what this epoch's numbers saw (Re-learning's reset). Not
+        called after the run's last epoch."""
 
     # the step ---------------------------------------------------------------------------------------
     def training_step(self, ctx: StepContext, batch: Batch) -> dict[str, float]:

@@ -12,7 +12,12 @@ code/script/ours.sh; docs/methods.md):
   much purer on train than on held-out data (it memorises) is reset more;
 - schedule: the authors' code (GeWu-Lab/Diagnosing_Relearning_ECCV2024 code/ours.py) re-learns after the
   0-based epoch `e` with `e % reinit_epoch == 0 and e > 0`, at most `reinit_num` times: after epochs 20, 40
-  and 60 (0-based, i.e. after 21, 41 and 61 epochs) of a 90-epoch run; multimodal cross-entropy only.
+  and 60 (0-based, i.e. after 21, 41 and 61 epochs) of a 90-epoch run; multimodal cross-entropy only;
+- order: that code validates the epoch's model first (ours.py line 386) and diagnoses and re-learns after
+  (lines 418-427), so the validation, test record and best checkpoint of a re-learning epoch see the model
+  before its reset: bml re-learns in `after_validation` (bml/methods/base.py);
+- the initial state is the model's as training starts, after the protocol's `train.init` (ours.py line 345
+  saves it right after building the model).
 
 bml's choices, said here and in params/methods/relearning.yaml:
 - the held-out set is the validation split (carved from train; test is never looked at);
@@ -78,16 +83,19 @@ class Relearning(Method):
     """Diagnosing & Re-learning (ECCV 2024): per-encoder soft re-initialisation on a schedule."""
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
-        model = super().build_model(spec)
-        # the model's own initial state; kept in state_dict so a resumed run blends towards the same one
-        self.initial = {
-            m: {n: p.detach().clone().cpu() for n, p in enc.named_parameters()} for m, enc in model.encoders.items()
-        }
         p = self.params
         self.schedule = relearn_epochs(p["every"], p["times"], p["reference_epochs"], self.run.epochs)
-        return model
+        self.initial = None  # taken as the first epoch starts: the loop initialises the model after build_model
+        return super().build_model(spec)
 
-    def on_epoch_end(self, ctx: EpochContext) -> None:
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        if self.initial is None:  # kept in state_dict, so a resumed run blends towards the same state
+            self.initial = {
+                m: {n: p.detach().clone().cpu() for n, p in enc.named_parameters()}
+                for m, enc in ctx.model.encoders.items()
+            }
+
+    def after_validation(self, ctx: EpochContext) -> None:
         if ctx.epoch not in self.schedule:
             return
         train, heldout = self.run.collect(ctx.model, "train_eval"), self.run.collect(ctx.model, "val")
