@@ -44,3 +44,8 @@ def cell_of(wildcards):
 def names(values):
     """A wildcard constraint matching exactly these names."""
     return "|".join(sorted(values)) or "(?!)"
+
+
+def cells_whose_method(trains):
+    """The method wildcard of the plan's cells that train (or train nothing)."""
+    return names({cell.method for cell in PLAN.cells if method_spec(cell.method).trains == trains})

@@ -27,11 +27,6 @@ CELL_COMMAND = (
 )
 
 
-def cells_whose_method(trains):
-    """The method wildcard of the plan's cells that train (or train nothing)."""
-    return names({cell.method for cell in PLAN.cells if method_spec(cell.method).trains == trains})
-
-
 rule train:
     output:
         metrics=LAYOUT.metrics("{dataset}", "{protocol}", "{fusion}", "{method}", "{seed}"),
