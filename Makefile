@@ -21,15 +21,16 @@ $(STAMP): pyproject.toml
 	$(BOOT_PY) -m uv pip install -p $(VENV)/bin/python --compile-bytecode $(FIND_LINKS) -e '.[test,slurm]'
 	@touch $(STAMP)
 
-# The main job: the whole pipeline on the embedded dataset (profiles/default applies by itself).
+# The main job: the whole pipeline on the embedded dataset (profiles/default applies by itself; it sets no
+# cores, which would cap a cluster's jobs too: profiles/default/config.yaml).
 run: setup
 	@$(UNLOCK)
-	snakemake
+	snakemake --cores all
 
 # Every method with every fusion head it works with (params/params.yaml: matrices.all).
 run-all: setup
 	@$(UNLOCK)
-	snakemake --config matrix=all
+	snakemake --cores all --config matrix=all
 
 # Two pytest workers (pytest-xdist), each test file on one worker (--dist loadfile: a file's session fixtures,
 # the SLURM test cluster, are built and used by one process): the suite's subprocess-heavy tests overlap on

@@ -176,9 +176,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     logging.getLogger("bml").setLevel(logging.INFO)  # the loop's progress; other libraries' warnings only
     cell = resolve_train_cell(args)
     _expect(args, f"cell {cell.name}", cell.hash)
-    if args.device in ("auto", "cuda"):
-        from bml.gpu import claim_gpu, describe
+    from bml.gpu import claim_gpu, describe, require_slurm_gpus
 
+    try:
+        require_slurm_gpus(args.gpus)
+    except RuntimeError as err:
+        raise SystemExit(f"bml train: error: {err}") from err
+    if args.device in ("auto", "cuda"):
         claim_gpu()  # before torch is imported: CUDA reads CUDA_VISIBLE_DEVICES once
         print(f"bml train: {describe()}", file=sys.stderr)
     from bml.runtime import configure_torch
@@ -331,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="CPUs the scheduler granted (recorded; compute runs on one thread so that no number depends on it)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs the job asked its scheduler for: a SLURM job given none of them stops (bml/gpu.py)",
     )
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.set_defaults(func=cmd_train)

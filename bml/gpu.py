@@ -82,6 +82,23 @@ def slurm_gpus() -> list[str] | None:
     return None
 
 
+def require_slurm_gpus(asked: int) -> None:
+    """Stop a SLURM job that asked for GPUs and was given none, before it trains on the CPU for hours.
+
+    `asked` is the job's `gpu` resource (the train rule passes it): SLURM names the GPUs it gives a job, so a
+    job that sees none was submitted without them (a cluster or partition whose GPUs sbatch did not bind).
+    Outside SLURM nothing is checked: a machine without GPUs trains on its CPU.
+    """
+    if asked < 1 or not os.environ.get("SLURM_JOB_ID") or slurm_gpus():
+        return
+    raise RuntimeError(
+        f"SLURM job {os.environ['SLURM_JOB_ID']} asked for {asked} GPU(s) (the rule's `gpu` resource) but SLURM "
+        f"gave it none (none of {', '.join(SLURM_GPU_VARS)} names one): it would train on the CPU. Submit train "
+        "jobs to a partition with GPUs (`--set-resources train:slurm_partition=<name>`), or train on CPUs on "
+        "purpose with `--set-resources train:gpu=0`"
+    )
+
+
 def default_lock_dir() -> Path:
     """One folder per user: another user's folder in /tmp (sticky bit) would refuse our lock files."""
     return Path(tempfile.gettempdir()) / f"bml-gpu-locks-uid{os.getuid()}"

@@ -23,6 +23,8 @@ from bml.layout import Layout
 from bml.methods import method_title
 
 CHECKPOINT, BEST, METRICS, HISTORY = "checkpoint.pt", "best.pt", "metrics.json", "history.csv"
+# Written after metrics.json and kept when an engine deletes that file to rerun the cell (bml/train.py, resume)
+FINISHED = "finished"
 # history columns that differ run to run: wall times, and the GPU's figures where one ran (bml/train.py gpu_figures)
 WALL_TIMES = ("epoch_time_s", "step_time_ms", "epoch_end_time_s", "gpu_peak_memory_gb", "gpu_utilisation_pct")
 

@@ -47,7 +47,7 @@ from bml.methods.base import (
     phase_of,
 )
 from bml.optim import build_optimizer, build_scheduler
-from bml.results import BEST, CHECKPOINT
+from bml.results import BEST, CHECKPOINT, FINISHED, METRICS
 from bml.tracking import open_tracker
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def train(config: dict, device: str | None = None, restart: bool = False, replac
             job.model.load_state_dict(best_weights(job, record))
             final["best"] = job.final_metrics(job.model)
         result = job.write_result(record, tracker, final)
+        (job.out_dir / FINISHED).touch()
         with job.phases("tracking"):
             tracker.log_run_files(job.out_dir)
         status = "FINISHED"
@@ -156,10 +157,21 @@ def enter_phase(job: Job, parts: Parts, phases: list[Phase], phase: Phase) -> No
 def resume(job: Job, parts: Parts, phases: list[Phase], restart: bool, replace_stale: bool) -> Checkpoint:
     """The checkpoint to continue from, restored into `parts` (built for the phase of its last epoch); a fresh
     record when there is none (or a damaged one, moved aside, or, for the workflow, one of another
-    configuration), `parts` built for the first phase."""
+    configuration), `parts` built for the first phase.
+
+    A finished run whose metrics.json is gone starts over too: the engines delete a job's outputs before they
+    rerun it (`snakemake --forcerun`, a changed code file, `dvc repro --force`), and a rerun must retrain. The
+    `finished` file, written after metrics.json and no engine's output, tells it from a job killed before
+    metrics.json (mid-way, or in its final evaluation), which resumes. It is removed here, so that a rerun
+    killed in turn resumes, and written again when this run finishes."""
     path, fresh = job.out_dir / CHECKPOINT, Checkpoint.empty(job.config, job.data_hash)
     enter_phase(job, parts, phases, phases[0])
-    if restart or not path.exists():
+    finished = job.out_dir / FINISHED
+    rerun = finished.exists() and not (job.out_dir / METRICS).exists()
+    finished.unlink(missing_ok=True)
+    if rerun and path.exists():
+        log.info(f"{job.out_dir}: a finished run whose {METRICS} is gone (the engine reruns it): starting over")
+    if restart or rerun or not path.exists():
         return fresh
     try:
         record = Checkpoint.load(path, job.run.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -48,6 +49,23 @@ def test_snakemakes_own_report_carries_the_tables_and_figures(built_2x2, tmp_pat
     names = zipfile.ZipFile(out).namelist()
     assert any(n.endswith("main_embedded_concat.md") for n in names), names[:20]
     assert any(n.endswith("avdigits_embedded_concat_probes.png") for n in names)
+
+
+def test_a_forced_rerun_of_a_finished_cell_trains_it_again(built_2x2, tmp_path):
+    """`snakemake --forcerun` deletes the cell's metrics.json before its job runs; the job then finds a finished
+    run's checkpoint and must train from the first epoch, not resume after the last one and only evaluate."""
+    project = tmp_path / "project"
+    shutil.copytree(built_2x2, project, symlinks=True)
+    cell = "results/avdigits/embedded/concat/joint/seed0"
+    before = metrics(project, "concat/joint/seed0")
+    snakemake(project, "--cores", "1", f"{cell}/metrics.json", "--forcerun", f"{cell}/metrics.json")
+    log = (project / "logs/train/avdigits/embedded/concat/joint/seed0.log").read_text()
+    assert "starting over" in log and "resuming" not in log, log[-2000:]
+    epochs = len(before["test_by_epoch"]["epoch"])
+    assert all(f"epoch {e}/{epochs}:" in log for e in range(1, epochs + 1)), log[-2000:]
+    after = metrics(project, "concat/joint/seed0")
+    assert after["mlflow_run_id"] != before["mlflow_run_id"]  # a new run, not the finished one continued
+    assert after["test"] == before["test"]  # the same seed trained again gives the same numbers
 
 
 def test_dvc_gives_snakemakes_numbers_and_a_remote_restores_them_in_a_fresh_clone(built_2x2, tmp_path):

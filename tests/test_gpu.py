@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bml.gpu import claim_gpu, describe, machine_gpus, release_gpus
+from bml.gpu import claim_gpu, describe, machine_gpus, release_gpus, require_slurm_gpus
 
 GPU_VARS = (
     "CUDA_VISIBLE_DEVICES",
@@ -170,6 +170,21 @@ def test_slurm_assignment_is_respected(monkeypatch, tmp_path):
     monkeypatch.delenv("SLURM_JOB_GPUS")
     monkeypatch.setenv("SLURM_STEP_GPUS", "1")
     assert claim_gpu(timeout_s=0.2) is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_a_slurm_job_given_the_gpu_it_asked_for_passes_and_none_outside_slurm_is_checked(monkeypatch):
+    # the refusal itself runs in a real SLURM job: tests/test_slurm.py
+    monkeypatch.setenv("BML_FAKE_GPUS", "0,1")  # a machine with GPUs, none of them SLURM's: not checked outside SLURM
+    require_slurm_gpus(1)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    require_slurm_gpus(0)  # a CPU job (--set-resources train:gpu=0)
+    with pytest.raises(RuntimeError, match="SLURM job 4242 asked for 1 GPU"):
+        require_slurm_gpus(1)
+    monkeypatch.setenv("SLURM_JOB_GPUS", "3")
+    require_slurm_gpus(1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # SLURM's GPU hidden from CUDA: none for this job
+    with pytest.raises(RuntimeError, match="gave it none"):
+        require_slurm_gpus(1)
 
 
 def test_several_slurm_gpus_are_shared_out_within_the_job(monkeypatch, tmp_path):

@@ -20,7 +20,7 @@ import bml.job
 import bml.train
 from bml.checkpoint import Checkpoint, DamagedFile, Parts, save_atomic
 from bml.methods.base import StepServices
-from bml.results import BEST, CHECKPOINT, HISTORY, WALL_TIMES, read_history
+from bml.results import BEST, CHECKPOINT, FINISHED, HISTORY, WALL_TIMES, read_history
 from bml.tracking import store_problem
 from bml.train import TrainingError, train
 
@@ -69,7 +69,9 @@ def test_a_damaged_best_checkpoint_after_training_is_written_again_not_fatal(pac
     first = train(config)
     assert first["best_epoch"] < 3  # the best model is not the last one, so the final evaluation reads best.pt
     folder = run_folder(config)
-    (folder / "metrics.json").unlink()  # the run again from its last checkpoint: only the final evaluation
+    # as a job killed in its final evaluation leaves its folder: the run again does only the final evaluation
+    (folder / "metrics.json").unlink()
+    (folder / FINISHED).unlink()
     damage(folder / BEST, "garbage")
     with caplog.at_level(logging.WARNING, logger="bml"):
         again = train(config)

@@ -207,6 +207,9 @@ def test_snakemake_refuses_a_bad_matrix_before_any_job(project_copy):
     assert not (project_copy / "data").exists()
 
 
+CELL_RULES = ("train", "evaluate_only")  # workflow/rules/train.smk: a job per cell, DVC's train-<cell> stage
+
+
 def _snakemake_jobs(project) -> set[str]:
     """What a dry run would do: 'train <cell dir>' per training job, the rule name for the others."""
     jobs = set()
@@ -214,7 +217,7 @@ def _snakemake_jobs(project) -> set[str]:
         rule = block.split(":")[0].strip()
         if rule == "all":
             continue
-        if rule == "train":
+        if rule in CELL_RULES:
             output = block.split("output: ")[1].split("\n")[0]
             jobs.add("train-" + _cell_name(output))
         else:
@@ -414,7 +417,7 @@ def _snakemake_stale(project, edited: str = "") -> set[str]:
         rule = block.split(":")[0].strip()
         inputs = block.split("input: ")[1].split("\n")[0].split(", ")
         if rule != "all" and (not edited or edited in inputs):
-            stale.add("train-" + _cell_name(block.split("output: ")[1].split("\n")[0]) if rule == "train" else rule)
+            stale.add("train-" + _cell_name(block.split("output: ")[1].split("\n")[0]) if rule in CELL_RULES else rule)
     return stale
 
 

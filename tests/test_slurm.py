@@ -1,12 +1,14 @@
 """SLURM for real: start a one-node cluster with scripts/slurm-cluster.sh, run a 3-job workflow
-(tests/slurm_fixture/) through the real profiles/slurm, and check that every job ran as a SLURM job
-with as many CPUs as its threads (the rule's, or the profile's set-threads). A cluster that cannot start fails
-the test (never a skip).
+(tests/slurm_fixture/) through the real profiles/slurm and bml's workflow profile (profiles/default, which
+Snakemake loads beside bml's Snakefile by itself), and check that every job ran as a SLURM job with as many CPUs
+as its threads (the rule's, or the profile's set-threads), even from a one-core login node. A cluster that cannot
+start fails the test (never a skip).
 
 Test-only overrides, layered over the real profile with a second --profile (later profiles replace whole
 top-level keys, so each overridden key is the real one with a few values changed):
-- train's gpu 1 -> 0: the test node has no GPU (test_profile_asks_sbatch_for_one_gpu checks the real value);
-- mem_mb -> TEST_MEM_MB: sbatch rejects --mem above the node's RealMemory (the profile asks up to 32000 MB);
+- train's gpu 1 -> 0 (set-resources, which the real profile leaves to the command line: the rules say what jobs
+  need): the test node has no GPU (test_profile_asks_sbatch_for_one_gpu checks the rule's value);
+- mem_mb -> TEST_MEM_MB: sbatch rejects --mem above the node's RealMemory (bml's train rule asks 32000 MB);
 - train's threads -> TRAIN_THREADS: sbatch rejects more CPUs per task than the node has (the profile asks 8);
 - the plugin's first status check after 1 s instead of 40 s, to keep the test short.
 """
@@ -31,7 +33,11 @@ TEST_MEM_MB = 500  # fits any node that runs the test suite; not enforced (the t
 # set-threads for train (the rule itself says 1, as bml's does): above 1, so that set-threads -> threads ->
 # --cpus-per-task and --threads is visible; needs a node with >= 2 CPUs.
 TRAIN_THREADS = 2
+# The submitting Snakemake runs on this many cores (taskset), fewer than TRAIN_THREADS: a login node's core count
+# must not cap a cluster job's threads (profiles/default has no `cores`).
+LOGIN_CORES = 1
 PREPARE_THREADS = 1  # `threads: 1` of rule prepare in tests/slurm_fixture/Snakefile
+FIXTURE_TRAIN_RUNTIME = 90  # `runtime=90` of rule train there: a rule's own walltime beats default-resources
 INIT_STATUS_SECONDS = 1  # --slurm-init-seconds-before-status-checks: the plugin's minimum (validation.py)
 RUN_TIMEOUT_S = 300  # the run takes about 30 s; a plugin that never sees its jobs finish hangs instead
 
@@ -64,10 +70,10 @@ def stop_cluster_after():
 def override_profile(folder: Path, train_gpu: int) -> Path:
     """A profile with the test-only overrides (module docstring), each built from the real profile's value."""
     real = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    train = {**real["set-resources"]["train"], "gpu": train_gpu, "mem_mb": TEST_MEM_MB}
+    assert "set-resources" not in real  # else the block below would drop the real profile's
     overrides = {
         "default-resources": {**real["default-resources"], "mem_mb": TEST_MEM_MB},
-        "set-resources": {**real["set-resources"], "train": train},
+        "set-resources": {"train": {"gpu": train_gpu, "mem_mb": TEST_MEM_MB}},
         "set-threads": {**real["set-threads"], "train": TRAIN_THREADS},
         "slurm-init-seconds-before-status-checks": INIT_STATUS_SECONDS,
     }
@@ -77,8 +83,10 @@ def override_profile(folder: Path, train_gpu: int) -> Path:
 
 
 def snakemake(workdir: Path, overrides: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--profile", str(overrides)]
-    command += ["--workflow-profile", "none", "--snakefile", str(FIXTURE / "Snakefile")]
+    """The fixture workflow from a login node with LOGIN_CORES cores, bml's workflow profile applied as to bml's."""
+    command = ["taskset", "-c", ",".join(map(str, range(LOGIN_CORES))), sys.executable, "-m", "snakemake"]
+    command += ["--profile", str(PROFILE), "--profile", str(overrides)]
+    command += ["--workflow-profile", str(ROOT / "profiles" / "default"), "--snakefile", str(FIXTURE / "Snakefile")]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
@@ -113,11 +121,10 @@ def test_workflow_runs_as_slurm_jobs_with_their_threads(stop_cluster_after, tmp_
 
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     default_runtime = profile["default-resources"]["runtime"]
-    train_runtime = profile["set-resources"]["train"]["runtime"]
     expected = {  # output -> (threads, walltime in minutes) the job should have got
         "prepare/seed0.json": (PREPARE_THREADS, default_runtime),
         "prepare/seed1.json": (PREPARE_THREADS, default_runtime),
-        "train/metrics.json": (TRAIN_THREADS, train_runtime),
+        "train/metrics.json": (TRAIN_THREADS, FIXTURE_TRAIN_RUNTIME),
     }
     finished = finish_times(run.stderr)
     rows = []
@@ -147,7 +154,7 @@ def test_workflow_runs_as_slurm_jobs_with_their_threads(stop_cluster_after, tmp_
 
 
 def test_profile_asks_sbatch_for_one_gpu(stop_cluster_after, tmp_path):
-    """The real profile's `gpu: 1` for train reaches sbatch as --gpus=1: the test cluster has no GPU (no GRES
+    """The train rule's `gpu=1` (as bml's) reaches sbatch as --gpus=1: the test cluster has no GPU (no GRES
     configured), so sbatch refuses the job, and the plugin's error message shows the sbatch call."""
     start_cluster()
     workdir = tmp_path / "work"
@@ -168,10 +175,11 @@ def test_profile_leaves_account_to_slurm_and_cpus_to_threads():
     """No account (a placeholder stops the run; see the comments atop the profile), no cpus_per_task beside
     threads, and job states from squeue (no accounting database needed)."""
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    resources = [profile["default-resources"], *profile["set-resources"].values()]
-    assert not [r for r in resources if "slurm_account" in r or "cpus_per_task" in r or "cpus_per_gpu" in r]
+    resources = profile["default-resources"]
+    assert not [r for r in resources if r in ("slurm_account", "cpus_per_task", "cpus_per_gpu")]
     assert profile["slurm-status-command"] == "squeue" and profile["executor"] == "slurm"
-    assert profile["set-resources"]["train"]["gpu"] == 1
+    # no set-resources: one `--set-resources` on the command line would replace the whole block
+    assert "set-resources" not in profile
 
 
 def test_script_refuses_unknown_action():
@@ -217,3 +225,51 @@ def test_the_tiny_matrix_on_slurm_gives_the_local_runs_numbers(stop_cluster_afte
     ours, local = (json.loads((p / cell).read_text()) for p in (project, built_2x2))
     assert ours["test"] == local["test"] and ours["config_hash"] == local["config_hash"]
     print(f"\nbml's tiny matrix cell through profiles/slurm ({len(submitted)} SLURM jobs): {wall_s:.1f} s")
+
+
+def dry_run_resources(project: Path, *args: str) -> dict[str, list[dict[str, str]]]:
+    """rule -> the resources of each of its jobs, as a dry run of bml's workflow through the real profile
+    prints them (threads excepted: a dry run plans on one core)."""
+    command = [sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE), *args]
+    command += ["--snakefile", str(project / "Snakefile"), "--directory", str(project)]
+    run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for block in run.stdout.split("\nrule ")[1:]:
+        line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+        fields = line.split("resources:", 1)[1].split(", ")
+        jobs.setdefault(block.split(":")[0], []).append(dict(f.strip().split("=", 1) for f in fields))
+    return jobs
+
+
+def test_one_resource_override_keeps_the_others_and_the_ensemble_asks_for_no_gpu(tmp_path):
+    """`--set-resources train:mem_mb=2000`, as the profile's comments invite, changes train's memory only: its GPU
+    and walltime (train.smk) stay. The ensemble cells, which train nothing, ask for no GPU and the default walltime."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "project")  # the default matrix: it has ensemble cells
+    rule_text = (ROOT / "workflow" / "rules" / "train.smk").read_text()
+    train_runtime = re.search(r"^TRAIN_RUNTIME_MIN = (\d+)", rule_text, re.MULTILINE).group(1)
+    default_runtime = str(yaml.safe_load((PROFILE / "config.yaml").read_text())["default-resources"]["runtime"])
+    jobs = dry_run_resources(project, "--set-resources", "train:mem_mb=2000")
+    assert jobs["train"] and jobs["evaluate_only"], sorted(jobs)
+    for job in jobs["train"]:
+        assert (job["gpu"], job["runtime"], job["mem_mb"]) == ("1", train_runtime, "2000"), job
+    for job in jobs["evaluate_only"]:
+        assert job["gpu"] == "0" and job["runtime"] == default_runtime, job
+    assert int(default_runtime) < int(train_runtime)
+
+
+def test_a_train_job_that_asked_for_a_gpu_and_got_none_stops_at_once(stop_cluster_after):
+    """A real SLURM job (srun) running the train rule's command with --gpus 1 but given no GPU stops before
+    training, and says how to fix it."""
+    from bml.plan import load_plan
+
+    start_cluster()
+    cell = load_plan(str(ROOT / "params"), {}).cells[0].name
+    bml = str(Path(sys.executable).parent / "bml")
+    command = ["srun", "--cpus-per-task=1", bml, "train", "--cell", cell, "--params-dir", str(ROOT / "params")]
+    refused = subprocess.run([*command, "--gpus", "1"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert refused.returncode != 0
+    assert "asked for 1 GPU(s)" in refused.stderr and "SLURM gave it none" in refused.stderr, refused.stderr[-2000:]
+    assert "--set-resources train:gpu=0" in refused.stderr and "Traceback" not in refused.stderr

@@ -3,9 +3,9 @@
 import json
 import os
 import shlex
-import shutil
 
 from bml.layout import SPLITS
+from bml.methods import method_spec
 from bml.plan import digest, load_plan, overrides_of
 from bml.stage_code import stage_code
 
@@ -16,9 +16,6 @@ LAYOUT = PLAN.layout
 # every bml command resolves the same plan: it gets the same overrides (usually none)
 PLANNED = f"--params-dir {shlex.quote(PARAMS)}" + (
     f" --overrides {shlex.quote(json.dumps(OVERRIDES))}" if OVERRIDES else "")
-# A training job takes one GPU where this machine has them; a cluster profile sets it for its nodes
-# (profiles/slurm: set-resources), so the submitting host's hardware never decides a cluster job's.
-GPUS_PER_TRAIN_JOB = 1 if shutil.which("nvidia-smi") else 0
 
 
 def here(files):
@@ -47,3 +44,8 @@ def cell_of(wildcards):
 def names(values):
     """A wildcard constraint matching exactly these names."""
     return "|".join(sorted(values)) or "(?!)"
+
+
+def cells_whose_method(trains):
+    """The method wildcard of the plan's cells that train (or train nothing)."""
+    return names({cell.method for cell in PLAN.cells if method_spec(cell.method).trains == trains})
